@@ -1,0 +1,155 @@
+//! Account operations shared by the public endpoints, the admin API and the
+//! CLI: one implementation of "create a user", "block a user", "revoke a
+//! token", whichever door the request came through.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::passwords::Passwords;
+use crate::store::{NewUser, Store, StoreError, User, UserChange, UserId};
+use crate::tokens::{Claims, TokenKind, TokenService};
+
+/// A user as shown to clients and operators: never the password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    pub username: String,
+    pub is_admin: bool,
+    pub blocked: bool,
+    pub created_at: u64,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email.clone(),
+            username: u.username.clone(),
+            is_admin: u.is_admin,
+            blocked: u.blocked,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// Input to create an account.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, passwords: Passwords) -> Self {
+        Accounts { store, passwords }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    pub async fn create(&self, registration: Registration) -> Result<UserView, ApiError> {
+        let email = registration.email.trim();
+        validate_email(email)?;
+        let username = registration.username.trim();
+        if username.is_empty() || username.chars().count() > 64 || username.chars().any(char::is_control) {
+            return Err(ApiError::InvalidRequest(
+                "username must be 1 to 64 characters with no control characters".into(),
+            ));
+        }
+        self.passwords.check_policy(&registration.password)?;
+        let password_hash = self.passwords.hash(registration.password).await?;
+        let user = self
+            .store
+            .create_user(NewUser {
+                email: email.to_owned(),
+                username: username.to_owned(),
+                password_hash,
+                is_admin: registration.is_admin,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::EmailTaken => ApiError::EmailTaken,
+                other => other.into(),
+            })?;
+        tracing::info!(user_id = user.id, admin = user.is_admin, "account created");
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn list(&self) -> Result<Vec<UserView>, ApiError> {
+        Ok(self.store.users().await?.iter().map(UserView::from).collect())
+    }
+
+    pub async fn show(&self, id: UserId) -> Result<UserView, ApiError> {
+        let user = self.store.user(id).await?.ok_or(ApiError::UserNotFound)?;
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
+        let user = self.store.user_by_email(email).await?.ok_or(ApiError::UserNotFound)?;
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {
+        let user = self.store.change_user(id, change).await?.ok_or(ApiError::UserNotFound)?;
+        tracing::info!(user_id = id, ?change, "account changed");
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn delete(&self, id: UserId) -> Result<(), ApiError> {
+        if !self.store.delete_user(id).await? {
+            return Err(ApiError::UserNotFound);
+        }
+        tracing::info!(user_id = id, "account deleted");
+        Ok(())
+    }
+
+    /// Revokes one token (given its verified claims) until it would have expired.
+    pub async fn revoke(&self, claims: &Claims) -> Result<(), ApiError> {
+        self.store.revoke(&claims.jti, claims.exp).await?;
+        tracing::info!(user_id = %claims.sub, token_id = %claims.jti, kind = ?claims.kind, "token revoked");
+        Ok(())
+    }
+
+    /// Revokes a token presented as a string: its signature must be ours.
+    /// An expired token needs no revocation and is reported as such.
+    pub async fn revoke_token(&self, tokens: &TokenService, token: &str) -> Result<Claims, ApiError> {
+        let claims = tokens
+            .verify(token, TokenKind::Access)
+            .or_else(|e| match e {
+                ApiError::AccessTokenRequired => tokens.verify(token, TokenKind::Refresh),
+                other => Err(other),
+            })?;
+        self.revoke(&claims).await?;
+        Ok(claims)
+    }
+}
+
+fn validate_email(email: &str) -> Result<(), ApiError> {
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest("email must be an address like name@example.com".into()))
+    }
+}

@@ -1,0 +1,185 @@
+//! The admin listener: health checks and the operator API.
+//!
+//! sled lets one process open the store at a time, so while the gateway runs
+//! the CLI manages users and revocations through this API instead. It listens
+//! on its own address (localhost by default) and every `/admin/` call needs
+//! the admin token as a bearer token.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::accounts::{Accounts, Registration};
+use crate::auth::bearer_token;
+use crate::config::Secret;
+use crate::endpoints::{parse_json, Reply};
+use crate::error::ApiError;
+use crate::store::{UserChange, UserId};
+use crate::tokens::TokenService;
+
+/// Largest body the admin API reads.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+pub struct AdminApi {
+    accounts: Accounts,
+    /// Checks tokens presented for revocation; absent when the CLI works on a
+    /// store directly without the signing secret.
+    tokens: Option<Arc<TokenService>>,
+    /// Absent for in-process use by the CLI, which needs no HTTP authentication.
+    admin_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct UserPatch {
+    is_admin: Option<bool>,
+    blocked: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RevokeRequest {
+    token: String,
+}
+
+impl AdminApi {
+    pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
+        AdminApi { accounts, tokens, admin_token }
+    }
+
+    fn authorised(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let presented = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
+        let Some(expected) = self.admin_token.as_ref().map(Secret::expose) else {
+            return Err(ApiError::InvalidToken);
+        };
+        if presented.len() == expected.len() && bool::from(presented.as_bytes().ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidToken)
+        }
+    }
+
+    /// Runs one admin operation. The HTTP listener authenticates before calling
+    /// this; the CLI calls it directly when it holds the store itself.
+    pub async fn call(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
+        self.route(method, path, query, body).await.unwrap_or_else(|e| Reply::error(&e))
+    }
+
+    async fn route(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Result<Reply, ApiError> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["admin", "users"]) => match query.and_then(email_param) {
+                Some(email) => ok(&vec![self.accounts.find_by_email(&email).await?]),
+                None => ok(&self.accounts.list().await?),
+            },
+            (&Method::POST, ["admin", "users"]) => {
+                let registration: Registration = parse_json(body)?;
+                let user = self.accounts.create(registration).await?;
+                Ok(Reply::json(StatusCode::CREATED, &user))
+            }
+            (&Method::GET, ["admin", "users", id]) => ok(&self.accounts.show(user_id(id)?).await?),
+            (&Method::DELETE, ["admin", "users", id]) => {
+                self.accounts.delete(user_id(id)?).await?;
+                ok(&serde_json::json!({"message": "User deleted."}))
+            }
+            (&Method::PATCH, ["admin", "users", id]) => {
+                let id = user_id(id)?;
+                let patch: UserPatch = parse_json(body)?;
+                let mut user = self.accounts.show(id).await?;
+                if let Some(admin) = patch.is_admin {
+                    user = self.accounts.change(id, UserChange::SetAdmin(admin)).await?;
+                }
+                if let Some(blocked) = patch.blocked {
+                    user = self.accounts.change(id, UserChange::SetBlocked(blocked)).await?;
+                }
+                ok(&user)
+            }
+            (&Method::POST, ["admin", "users", id, "revoke-tokens"]) => {
+                let user = self.accounts.change(user_id(id)?, UserChange::RevokeAllTokens).await?;
+                ok(&user)
+            }
+            (&Method::POST, ["admin", "revoke"]) => {
+                let RevokeRequest { token } = parse_json(body)?;
+                let tokens = self.tokens.as_ref().ok_or_else(|| {
+                    ApiError::InvalidRequest("the token signing secret is not available to check this token".into())
+                })?;
+                let claims = self.accounts.revoke_token(tokens, &token).await?;
+                ok(&serde_json::json!({"message": "Token revoked.", "token_id": claims.jti, "user_id": claims.sub}))
+            }
+            (_, ["admin", ..]) => Err(ApiError::NotFound),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    async fn respond(&self, session: &mut ServerSession) -> Reply {
+        let header = session.req_header();
+        let method = header.method.clone();
+        let path = header.uri.path().to_owned();
+        let query = header.uri.query().map(str::to_owned);
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => {
+                return Reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+            }
+            (&Method::GET, "/readyz") => {
+                return match self.accounts.store().revoked_count().await {
+                    Ok(_) => Reply::json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+                    Err(e) => Reply::error(&ApiError::from(e)),
+                };
+            }
+            _ => {}
+        }
+        if let Err(e) = self.authorised(&session.req_header().headers) {
+            return Reply::error(&e);
+        }
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(e) => return Reply::error(&e),
+        };
+        self.call(&method, &path, query.as_deref(), &body).await
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let reply = self.respond(session).await;
+        let mut builder = Response::builder()
+            .status(reply.status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, reply.body.len())
+            .header(http::header::CACHE_CONTROL, "no-store");
+        if let Some(challenge) = &reply.www_authenticate {
+            builder = builder.header(http::header::WWW_AUTHENTICATE, challenge);
+        }
+        builder.body(reply.body).unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ADMIN_BODY => {
+                return Err(ApiError::BodyTooLarge { limit: MAX_ADMIN_BODY })
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
+        }
+    }
+}
+
+fn email_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "email").map(|(_, v)| v.into_owned())
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse().map_err(|_| ApiError::UserNotFound)
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> Result<Reply, ApiError> {
+    Ok(Reply::json(StatusCode::OK, value))
+}

@@ -1,0 +1,153 @@
+//! The per-request authentication decision: from the `Authorization` header
+//! and the matched route's rule to either an identity (or anonymity) to
+//! forward, or an [`ApiError`] to answer with.
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use crate::error::ApiError;
+use crate::policy::{Policy, Rule};
+use crate::store::{Store, User};
+use crate::tokens::{Claims, TokenKind, TokenService};
+
+/// Who the caller is, as forwarded to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: u64,
+    pub username: String,
+    pub email: String,
+    pub is_admin: bool,
+    pub fresh: bool,
+    pub token_id: String,
+}
+
+/// A verified token together with the current account behind it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub claims: Claims,
+    pub user: User,
+}
+
+impl Authenticated {
+    /// Admin rights need both the token's claim and the account's current flag,
+    /// so demoting an admin takes effect at once.
+    pub fn is_admin(&self) -> bool {
+        self.claims.is_admin && self.user.is_admin
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            user_id: self.user.id,
+            username: self.user.username.clone(),
+            email: self.user.email.clone(),
+            is_admin: self.is_admin(),
+            fresh: self.claims.fresh,
+            token_id: self.claims.jti.clone(),
+        }
+    }
+}
+
+pub struct Authenticator {
+    tokens: Arc<TokenService>,
+    store: Arc<dyn Store>,
+}
+
+impl Authenticator {
+    pub fn new(tokens: Arc<TokenService>, store: Arc<dyn Store>) -> Self {
+        Authenticator { tokens, store }
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenService> {
+        &self.tokens
+    }
+
+    /// Verifies a token and checks it against revocations and the account.
+    pub async fn authenticate(&self, token: &str, kind: TokenKind) -> Result<Authenticated, ApiError> {
+        let claims = self.tokens.verify(token, kind)?;
+        if self.store.is_revoked(&claims.jti).await? {
+            return Err(ApiError::TokenRevoked);
+        }
+        let user = self.store.user(claims.user_id()?).await?.ok_or(ApiError::AccountNotFound)?;
+        if user.blocked {
+            return Err(ApiError::AccountBlocked);
+        }
+        if claims.ver != user.token_version {
+            return Err(ApiError::TokenRevoked);
+        }
+        Ok(Authenticated { claims, user })
+    }
+
+    /// Authenticates the request's bearer access token, which must be present.
+    pub async fn require_access(&self, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
+        let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
+        self.authenticate(token, TokenKind::Access).await
+    }
+
+    /// Applies a route's rule. `Ok(None)` forwards the request anonymously.
+    pub async fn decide(&self, headers: &HeaderMap, rule: Rule) -> Result<Option<Identity>, ApiError> {
+        match rule.policy {
+            Policy::Deny => Err(ApiError::AccessDenied),
+            Policy::Public => Ok(None),
+            Policy::Optional => match bearer_token(headers)? {
+                None => Ok(None),
+                Some(token) => Ok(Some(self.authenticate(token, TokenKind::Access).await?.identity())),
+            },
+            Policy::Any | Policy::Fresh | Policy::Admin => {
+                let auth = self.require_access(headers).await?;
+                if rule.policy == Policy::Admin && !auth.is_admin() {
+                    return Err(ApiError::AdminRequired);
+                }
+                let needs_fresh = rule.policy == Policy::Fresh || rule.require_fresh;
+                if needs_fresh && !auth.claims.fresh {
+                    return Err(ApiError::FreshTokenRequired);
+                }
+                Ok(Some(auth.identity()))
+            }
+        }
+    }
+}
+
+/// The bearer token of a request, if it sent an `Authorization` header.
+///
+/// Two headers are refused (which one would the upstream believe?), and so is
+/// any scheme but `Bearer` or an empty token.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::DuplicateAuthorization);
+    }
+    let value = value.to_str().map_err(|_| ApiError::MalformedAuthorization)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::MalformedAuthorization)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(ApiError::MalformedAuthorization);
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer_token(&headers(&[])), Ok(None));
+        assert_eq!(bearer_token(&headers(&["Bearer abc.def.ghi"])), Ok(Some("abc.def.ghi")));
+        assert_eq!(bearer_token(&headers(&["bearer   abc"])), Ok(Some("abc")));
+        for bad in ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "abc.def.ghi", "Bearer a b"] {
+            assert_eq!(bearer_token(&headers(&[bad])), Err(ApiError::MalformedAuthorization), "{bad:?}");
+        }
+        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(ApiError::DuplicateAuthorization));
+    }
+}

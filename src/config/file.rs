@@ -1,0 +1,113 @@
+//! The config file exactly as written: serde types that mirror the TOML.
+//!
+//! Nothing here is trusted. [`super::Config::from_file_model`] turns this into
+//! the validated internal model; values that can be wrong in ways serde can't
+//! see are kept [`Spanned`] so errors point at the line and column.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    pub upstream: Spanned<UpstreamSection>,
+    #[serde(default)]
+    pub tokens: TokensSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub passwords: PasswordsSection,
+    #[serde(default)]
+    pub endpoints: EndpointsSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Vec<Spanned<String>>>,
+    pub threads: Option<Spanned<usize>>,
+    pub grace_period: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<Spanned<String>>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub addresses: Vec<Spanned<String>>,
+    pub pass_authorization: Option<bool>,
+    pub identity_header_prefix: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensSection {
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub access_ttl: Option<Spanned<String>>,
+    pub refresh_ttl: Option<Spanned<String>>,
+    pub leeway: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordsSection {
+    pub memory_kib: Option<Spanned<u32>>,
+    pub iterations: Option<Spanned<u32>>,
+    pub parallelism: Option<Spanned<u32>>,
+    pub min_length: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsSection {
+    pub register: Option<Spanned<String>>,
+    pub login: Option<Spanned<String>>,
+    pub refresh: Option<Spanned<String>>,
+    pub logout: Option<Spanned<String>>,
+    pub users: Option<Spanned<String>>,
+    pub allow_registration: Option<bool>,
+    pub max_body_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub default: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    pub policy: Spanned<String>,
+    #[serde(default)]
+    pub fresh: bool,
+}

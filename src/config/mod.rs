@@ -1,0 +1,481 @@
+//! Configuration: the file model ([`file`]) is parsed, then converted once into
+//! the validated [`Config`] the gateway runs on.
+//!
+//! Every problem is reported as a [`ConfigError`] with the file, line and
+//! column, so `gatehouse check-config` and a refused reload point at the fix.
+//! Secrets are not part of the file: it names where they come from (an
+//! environment variable or a file), and [`SecretSource::load`] reads them.
+
+mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule};
+pub use file::FileConfig;
+
+/// The smallest secret accepted for HS256 signing and for the admin API.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A config problem, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub tokens: TokenConfig,
+    pub store: StoreConfig,
+    pub passwords: PasswordConfig,
+    pub endpoints: EndpointConfig,
+    pub routes: RouteTable,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: SecretSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub addresses: Vec<SocketAddr>,
+    pub pass_authorization: bool,
+    /// Lower-case, e.g. `x-auth-`.
+    pub identity_prefix: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub secret: SecretSource,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub min_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub register: String,
+    pub login: String,
+    pub refresh: String,
+    pub logout: String,
+    /// Prefix of `GET/DELETE {users}/{id}`.
+    pub users: String,
+    pub allow_registration: bool,
+    pub max_body_bytes: usize,
+}
+
+/// Where a secret comes from. The file wins if both are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+    /// What the secret is for, in messages.
+    pub purpose: &'static str,
+}
+
+/// Secret bytes that never show up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("no {purpose} is configured: {how}")]
+    Missing { purpose: &'static str, how: String },
+    #[error("the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}")]
+    TooShort { purpose: &'static str, len: usize, how: String },
+    #[error("cannot read the {purpose} from {}: {source}", path.display())]
+    Unreadable { purpose: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+impl SecretSource {
+    fn how_to_make(&self) -> String {
+        let target = match (&self.file, &self.env) {
+            (Some(path), _) => format!("`head -c 48 /dev/urandom | base64 > {}`", path.display()),
+            (None, Some(var)) => format!("`export {var}=$(head -c 48 /dev/urandom | base64)`"),
+            (None, None) => "set the `*_env` or `*_file` key in the config".to_owned(),
+        };
+        format!("make one with {target}")
+    }
+
+    pub fn load(&self) -> Result<Secret, SecretError> {
+        let raw = if let Some(path) = &self.file {
+            std::fs::read(path).map_err(|source| SecretError::Unreadable {
+                purpose: self.purpose,
+                path: path.clone(),
+                source,
+            })?
+        } else if let Some(var) = &self.env {
+            std::env::var_os(var).map(|v| v.into_encoded_bytes()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // A trailing newline from `echo` or an editor is not part of the secret.
+        let trimmed = raw.trim_ascii().to_vec();
+        if trimmed.is_empty() {
+            return Err(SecretError::Missing { purpose: self.purpose, how: self.how_to_make() });
+        }
+        if trimmed.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::TooShort {
+                purpose: self.purpose,
+                len: trimmed.len(),
+                how: self.how_to_make(),
+            });
+        }
+        Ok(Secret(trimmed))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let locate = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_and_column(text, s.start));
+            ConfigError { file: path.to_owned(), line, column, message }
+        };
+        let model: FileConfig =
+            toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_owned()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_file_model(model, path, base)
+            .map_err(|Invalid { span, message }| locate(Some(span), message))
+    }
+
+    fn from_file_model(model: FileConfig, path: &Path, base: &Path) -> Result<Config, Invalid> {
+        let FileConfig { server, admin, upstream, tokens, store, passwords, endpoints, policy, routes } =
+            model;
+
+        let listen = match server.listen {
+            Some(list) if list.is_empty() => {
+                return Err(Invalid { span: 0..0, message: "server.listen must name at least one address".into() })
+            }
+            Some(list) => list.iter().map(socket_addr).collect::<Result<_, _>>()?,
+            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        };
+        let threads = match server.threads {
+            Some(t) if *t.get_ref() == 0 => return Err(Invalid::at(&t, "server.threads must be at least 1")),
+            Some(t) => t.into_inner(),
+            None => 1,
+        };
+        let server = ServerConfig {
+            listen,
+            threads,
+            grace_period: duration_or(server.grace_period, Duration::from_secs(5))?,
+            shutdown_timeout: duration_or(server.shutdown_timeout, Duration::from_secs(10))?,
+        };
+
+        let admin = AdminConfig {
+            listen: match &admin.listen {
+                Some(addr) => socket_addr(addr)?,
+                None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+            },
+            token: secret_source(admin.token_env, admin.token_file, "GATEHOUSE_ADMIN_TOKEN", base, "admin API token"),
+        };
+
+        let upstream_span = upstream.span();
+        let upstream = upstream.into_inner();
+        if upstream.addresses.is_empty() {
+            return Err(Invalid { span: upstream_span, message: "upstream.addresses must name at least one upstream".into() });
+        }
+        let identity_prefix = match upstream.identity_header_prefix {
+            Some(p) => {
+                let value = p.get_ref();
+                if value.len() < 2 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    return Err(Invalid::at(&p, "upstream.identity_header_prefix must be letters, digits and `-`, e.g. \"X-Auth-\""));
+                }
+                value.to_ascii_lowercase()
+            }
+            None => "x-auth-".to_owned(),
+        };
+        let upstream = UpstreamConfig {
+            addresses: upstream.addresses.iter().map(socket_addr).collect::<Result<_, _>>()?,
+            pass_authorization: upstream.pass_authorization.unwrap_or(false),
+            identity_prefix,
+            connect_timeout: duration_or(upstream.connect_timeout, Duration::from_secs(2))?,
+            read_timeout: duration_or(upstream.read_timeout, Duration::from_secs(30))?,
+        };
+
+        let tokens = TokenConfig {
+            secret: secret_source(tokens.secret_env, tokens.secret_file, "GATEHOUSE_JWT_SECRET", base, "token signing secret"),
+            issuer: tokens.issuer.unwrap_or_else(|| "gatehouse".to_owned()),
+            audience: tokens.audience.unwrap_or_else(|| "gatehouse".to_owned()),
+            access_ttl: duration_or(tokens.access_ttl, Duration::from_secs(15 * 60))?,
+            refresh_ttl: duration_or(tokens.refresh_ttl, Duration::from_secs(30 * 24 * 3600))?,
+            leeway: duration_or(tokens.leeway, Duration::from_secs(5))?,
+        };
+        if tokens.access_ttl.is_zero() || tokens.refresh_ttl.is_zero() {
+            return Err(Invalid { span: 0..0, message: "tokens.access_ttl and tokens.refresh_ttl must be longer than zero".into() });
+        }
+
+        let store = StoreConfig {
+            path: base.join(store.path.as_deref().unwrap_or("gatehouse-data")),
+        };
+
+        let passwords = PasswordConfig {
+            memory_kib: bounded(passwords.memory_kib, 19 * 1024, 8..=4 * 1024 * 1024, "passwords.memory_kib")?,
+            iterations: bounded(passwords.iterations, 2, 1..=100, "passwords.iterations")?,
+            parallelism: bounded(passwords.parallelism, 1, 1..=64, "passwords.parallelism")?,
+            min_length: passwords.min_length.unwrap_or(8),
+        };
+
+        let endpoint = |value: Option<Spanned<String>>, default: &str| -> Result<String, Invalid> {
+            match value {
+                Some(v) if !v.get_ref().starts_with('/') || v.get_ref().len() < 2 || v.get_ref().ends_with('/') => {
+                    Err(Invalid::at(&v, "endpoint paths start with `/` and do not end with one, e.g. \"/login\""))
+                }
+                Some(v) => Ok(v.into_inner()),
+                None => Ok(default.to_owned()),
+            }
+        };
+        let max_body_bytes = match endpoints.max_body_bytes {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1024 * 1024 => {
+                return Err(Invalid::at(&v, "endpoints.max_body_bytes must be between 1 and 1048576"))
+            }
+            Some(v) => v.into_inner(),
+            None => 16 * 1024,
+        };
+        let endpoints = EndpointConfig {
+            register: endpoint(endpoints.register, "/register")?,
+            login: endpoint(endpoints.login, "/login")?,
+            refresh: endpoint(endpoints.refresh, "/refresh")?,
+            logout: endpoint(endpoints.logout, "/logout")?,
+            users: endpoint(endpoints.users, "/user")?,
+            allow_registration: endpoints.allow_registration.unwrap_or(true),
+            max_body_bytes,
+        };
+
+        let default_rule = match policy.default {
+            Some(p) => Rule { policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?, require_fresh: false },
+            None => Rule { policy: Policy::Deny, require_fresh: false },
+        };
+        let mut compiled = Vec::with_capacity(routes.len());
+        for (index, entry) in routes.into_iter().enumerate() {
+            let entry_span = entry.span();
+            let entry = entry.into_inner();
+            let pattern = PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
+            let policy: Policy = entry.policy.get_ref().parse().map_err(|m| Invalid::at(&entry.policy, m))?;
+            if entry.fresh && policy != Policy::Admin {
+                return Err(Invalid {
+                    span: entry_span,
+                    message: "`fresh = true` only applies to admin routes; use `policy = \"fresh\"` instead".into(),
+                });
+            }
+            let mut methods = Vec::new();
+            for m in &entry.methods {
+                let upper = m.get_ref().to_ascii_uppercase();
+                let known = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+                if !known.contains(&upper.as_str()) {
+                    return Err(Invalid::at(m, format!("unknown method `{}`: expected one of {}", m.get_ref(), known.join(", "))));
+                }
+                methods.push(upper.parse().map_err(|_| Invalid::at(m, "invalid method"))?);
+            }
+            compiled.push(Route { pattern, methods, rule: Rule { policy, require_fresh: entry.fresh }, index });
+        }
+
+        Ok(Config {
+            source: path.to_owned(),
+            server,
+            admin,
+            upstream,
+            tokens,
+            store,
+            passwords,
+            endpoints,
+            routes: RouteTable::new(compiled, default_rule),
+        })
+    }
+}
+
+/// A validation failure before it is located in the file.
+struct Invalid {
+    span: Range<usize>,
+    message: String,
+}
+
+impl Invalid {
+    fn at<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
+        Invalid { span: value.span(), message: message.into() }
+    }
+}
+
+fn socket_addr(value: &Spanned<String>) -> Result<SocketAddr, Invalid> {
+    value
+        .get_ref()
+        .parse()
+        .map_err(|_| Invalid::at(value, format!("`{}` is not an IP:port address, e.g. \"127.0.0.1:8080\"", value.get_ref())))
+}
+
+fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Invalid> {
+    match value {
+        Some(v) => humantime::parse_duration(v.get_ref())
+            .map_err(|e| Invalid::at(&v, format!("`{}` is not a duration like \"15m\" or \"30d\": {e}", v.get_ref()))),
+        None => Ok(default),
+    }
+}
+
+fn bounded(
+    value: Option<Spanned<u32>>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    key: &str,
+) -> Result<u32, Invalid> {
+    match value {
+        Some(v) if !range.contains(v.get_ref()) => {
+            Err(Invalid::at(&v, format!("{key} must be between {} and {}", range.start(), range.end())))
+        }
+        Some(v) => Ok(v.into_inner()),
+        None => Ok(default),
+    }
+}
+
+fn secret_source(
+    env: Option<String>,
+    file: Option<String>,
+    default_env: &str,
+    base: &Path,
+    purpose: &'static str,
+) -> SecretSource {
+    let file = file.map(|f| base.join(f));
+    let env = match (&env, &file) {
+        (None, None) => Some(default_env.to_owned()),
+        _ => env,
+    };
+    SecretSource { env, file, purpose }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[upstream]
+addresses = ["127.0.0.1:8000"]
+
+[tokens]
+access_ttl = "15m"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/gatehouse/test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(c.tokens.secret.env.as_deref(), Some("GATEHOUSE_JWT_SECRET"));
+        assert!(!c.upstream.pass_authorization);
+        assert_eq!(c.upstream.identity_prefix, "x-auth-");
+        assert_eq!(c.store.path, Path::new("/etc/gatehouse/gatehouse-data"));
+        assert_eq!(c.routes.lookup(&http::Method::GET, "/x").rule.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"anyone\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!((err.line, err.column), (10, 10), "{err}");
+        assert!(err.message.contains("unknown policy `anyone`"), "{err}");
+
+        let err = parse("[upstream]\naddresses = [\"localhost\"]\n[tokens]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 14), "{err}");
+
+        let err = parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.to_string().starts_with("/etc/gatehouse/test.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_and_patterns_are_refused() {
+        assert!(parse(&MINIMAL.replace("15m", "fifteen")).is_err());
+        let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/**/b\"\npolicy = \"any\"\n");
+        assert!(parse(&text).unwrap_err().message.contains("**"));
+        let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
+        assert!(parse(&text).unwrap_err().message.contains("only applies to admin"));
+    }
+
+    #[test]
+    fn secrets_are_checked_for_length_and_hidden_from_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let source = SecretSource { env: None, file: Some(path.clone()), purpose: "token signing secret" };
+        assert!(matches!(source.load(), Err(SecretError::Unreadable { .. })));
+        std::fs::write(&path, "short\n").unwrap();
+        let err = source.load().unwrap_err().to_string();
+        assert!(err.contains("at least 32") && err.contains("/dev/urandom"), "{err}");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let secret = source.load().unwrap();
+        assert_eq!(secret.expose().len(), 32);
+        assert!(!format!("{secret:?}").contains("0123"));
+    }
+}

@@ -1,0 +1,260 @@
+//! The endpoints Gatehouse answers itself: register, login, refresh, logout
+//! and the user resource. They are plain functions from a request to a
+//! [`Reply`], so the proxy only has to read the body and write the answer.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{Accounts, Registration, UserView};
+use crate::auth::{bearer_token, Authenticator};
+use crate::config::EndpointConfig;
+use crate::error::ApiError;
+use crate::store::UserId;
+use crate::tokens::TokenKind;
+
+/// A complete JSON response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub www_authenticate: Option<String>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply { status, body, www_authenticate: None },
+            Err(_) => Reply::error(&ApiError::Internal),
+        }
+    }
+
+    pub fn error(error: &ApiError) -> Reply {
+        Reply { status: error.status(), body: error.body(), www_authenticate: error.www_authenticate() }
+    }
+
+    fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
+        match result {
+            Ok(value) => Reply::json(status, &value),
+            Err(e) => Reply::error(&e),
+        }
+    }
+}
+
+/// Which built-in endpoint a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    /// `{users}/{id}`; `None` when the id is not a number.
+    User(Option<UserId>),
+}
+
+impl Endpoint {
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Register => "register",
+            Endpoint::Login => "login",
+            Endpoint::Refresh => "refresh",
+            Endpoint::Logout => "logout",
+            Endpoint::User(_) => "user",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize, Default)]
+struct LogoutRequest {
+    refresh_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+pub struct BuiltIns {
+    paths: EndpointConfig,
+    auth: Arc<Authenticator>,
+    accounts: Accounts,
+}
+
+impl BuiltIns {
+    pub fn new(paths: EndpointConfig, auth: Arc<Authenticator>, accounts: Accounts) -> Self {
+        BuiltIns { paths, auth, accounts }
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.paths.max_body_bytes
+    }
+
+    /// The built-in endpoint at `path`, if any. Built-ins take precedence over routes.
+    pub fn route(&self, path: &str) -> Option<Endpoint> {
+        let p = &self.paths;
+        if path == p.login {
+            Some(Endpoint::Login)
+        } else if path == p.refresh {
+            Some(Endpoint::Refresh)
+        } else if path == p.logout {
+            Some(Endpoint::Logout)
+        } else if path == p.register {
+            Some(Endpoint::Register)
+        } else {
+            let rest = path.strip_prefix(p.users.as_str())?.strip_prefix('/')?;
+            if rest.is_empty() || rest.contains('/') {
+                return None;
+            }
+            Some(Endpoint::User(rest.parse().ok()))
+        }
+    }
+
+    pub async fn handle(&self, endpoint: Endpoint, method: &Method, headers: &HeaderMap, body: &[u8]) -> Reply {
+        let allowed = match endpoint {
+            Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
+            _ => *method == Method::POST,
+        };
+        if !allowed {
+            return Reply::error(&ApiError::MethodNotAllowed(method.to_string()));
+        }
+        match endpoint {
+            Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
+            Endpoint::Login => Reply::from_result(StatusCode::OK, self.login(body).await),
+            Endpoint::Refresh => Reply::from_result(StatusCode::OK, self.refresh(headers).await),
+            Endpoint::Logout => Reply::from_result(StatusCode::OK, self.logout(headers, body).await),
+            Endpoint::User(id) if *method == Method::GET => {
+                Reply::from_result(StatusCode::OK, self.show_user(headers, id).await)
+            }
+            Endpoint::User(id) => Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await),
+        }
+    }
+
+    async fn register(&self, body: &[u8]) -> Result<UserView, ApiError> {
+        if !self.paths.allow_registration {
+            return Err(ApiError::RegistrationDisabled);
+        }
+        #[derive(Deserialize)]
+        struct Public {
+            email: String,
+            username: String,
+            password: String,
+        }
+        let Public { email, username, password } = parse_json(body)?;
+        // Self-registration never creates administrators.
+        self.accounts.create(Registration { email, username, password, is_admin: false }).await
+    }
+
+    async fn login(&self, body: &[u8]) -> Result<TokenPair, ApiError> {
+        let LoginRequest { email, password } = parse_json(body)?;
+        let user = self.accounts.store().user_by_email(&email).await?;
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+        if !self.accounts.passwords().verify(password, stored_hash).await {
+            tracing::info!(outcome = "invalid_credentials", "login refused");
+            return Err(ApiError::InvalidCredentials);
+        }
+        let user = user.ok_or(ApiError::InvalidCredentials)?;
+        if user.blocked {
+            tracing::info!(user_id = user.id, outcome = "blocked", "login refused");
+            return Err(ApiError::AccountBlocked);
+        }
+        let tokens = self.auth.tokens();
+        let access = tokens.issue(&user, TokenKind::Access, true)?;
+        let refresh = tokens.issue(&user, TokenKind::Refresh, false)?;
+        tracing::info!(user_id = user.id, "login succeeded");
+        Ok(TokenPair {
+            access_token: access.token,
+            refresh_token: Some(refresh.token),
+            token_type: "Bearer".into(),
+            expires_in: tokens.access_ttl().as_secs(),
+        })
+    }
+
+    async fn refresh(&self, headers: &HeaderMap) -> Result<TokenPair, ApiError> {
+        let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
+        let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
+        let tokens = self.auth.tokens();
+        let access = tokens.issue(&auth.user, TokenKind::Access, false)?;
+        Ok(TokenPair {
+            access_token: access.token,
+            refresh_token: None,
+            token_type: "Bearer".into(),
+            expires_in: tokens.access_ttl().as_secs(),
+        })
+    }
+
+    async fn logout(&self, headers: &HeaderMap, body: &[u8]) -> Result<Message, ApiError> {
+        let auth = self.auth.require_access(headers).await?;
+        let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            LogoutRequest::default()
+        } else {
+            parse_json(body)?
+        };
+        // Check the refresh token before revoking anything, so a bad request changes nothing.
+        let refresh_claims = match request.refresh_token {
+            None => None,
+            Some(token) => match self.auth.tokens().verify(&token, TokenKind::Refresh) {
+                Ok(claims) if claims.sub == auth.claims.sub => Some(claims),
+                Ok(_) => {
+                    return Err(ApiError::InvalidRequest("refresh_token belongs to another account".into()))
+                }
+                // Already expired: nothing left to revoke.
+                Err(ApiError::TokenExpired) => None,
+                Err(_) => return Err(ApiError::InvalidRequest("refresh_token is not a valid refresh token".into())),
+            },
+        };
+        self.accounts.revoke(&auth.claims).await?;
+        if let Some(claims) = refresh_claims {
+            self.accounts.revoke(&claims).await?;
+        }
+        Ok(Message { message: "Logged out." })
+    }
+
+    async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
+        let auth = self.auth.require_access(headers).await?;
+        let id = id.ok_or(ApiError::UserNotFound)?;
+        if id != auth.user.id && !auth.is_admin() {
+            return Err(ApiError::NotYourAccount);
+        }
+        self.accounts.show(id).await
+    }
+
+    async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
+        let auth = self.auth.require_access(headers).await?;
+        if !auth.is_admin() {
+            return Err(ApiError::AdminRequired);
+        }
+        if !auth.claims.fresh {
+            return Err(ApiError::FreshTokenRequired);
+        }
+        self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
+        Ok(Message { message: "User deleted." })
+    }
+}
+
+/// Parses a JSON body, telling syntax errors apart from wrong or missing fields.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
+        _ => ApiError::InvalidJson(e.to_string()),
+    })
+}

@@ -1,0 +1,165 @@
+//! Every way a request can be refused, and the one place that turns a refusal
+//! into HTTP.
+//!
+//! Clients (and the people reading their logs) get a stable snake_case `error`
+//! code to branch on and a `message` sentence to read. Keeping the mapping here
+//! means a status code or wording can't drift between the proxy path, the
+//! built-in endpoints and the admin API.
+
+use http::StatusCode;
+use serde::Serialize;
+
+/// A refusal that is answered to the client as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("this route needs a bearer token in the Authorization header")]
+    MissingToken,
+    #[error("the Authorization header must be `Bearer <token>`")]
+    MalformedAuthorization,
+    #[error("more than one Authorization header was sent")]
+    DuplicateAuthorization,
+    #[error("the token is malformed, has a bad signature, or was not issued by this gateway")]
+    InvalidToken,
+    #[error("the token has expired; log in again or use your refresh token")]
+    TokenExpired,
+    #[error("the token is not valid yet")]
+    TokenNotYetValid,
+    #[error("the token has been revoked; log in again")]
+    TokenRevoked,
+    #[error("a refresh token was sent where an access token is needed")]
+    AccessTokenRequired,
+    #[error("an access token was sent where a refresh token is needed")]
+    RefreshTokenRequired,
+    #[error("this action needs a fresh token: log in with your password again")]
+    FreshTokenRequired,
+    #[error("this route is for administrators only")]
+    AdminRequired,
+    #[error("the account this token belongs to no longer exists")]
+    AccountNotFound,
+    #[error("this account is blocked; contact an administrator")]
+    AccountBlocked,
+    #[error("the gateway's policy does not allow this route")]
+    AccessDenied,
+    #[error("you may only read or change your own account")]
+    NotYourAccount,
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("registration is switched off on this gateway")]
+    RegistrationDisabled,
+    #[error("no user has this id")]
+    UserNotFound,
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request is not valid: {0}")]
+    InvalidRequest(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("this endpoint does not accept {0} requests")]
+    MethodNotAllowed(String),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("the gateway's store failed; try again shortly")]
+    StoreUnavailable,
+    #[error("the gateway failed unexpectedly; try again shortly")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            MissingToken | MalformedAuthorization | InvalidToken | TokenExpired
+            | TokenNotYetValid | TokenRevoked | AccessTokenRequired | RefreshTokenRequired
+            | FreshTokenRequired | AccountNotFound | InvalidCredentials => StatusCode::UNAUTHORIZED,
+            DuplicateAuthorization | InvalidJson(_) | InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AdminRequired | AccountBlocked | AccessDenied | NotYourAccount
+            | RegistrationDisabled => StatusCode::FORBIDDEN,
+            UserNotFound | NotFound => StatusCode::NOT_FOUND,
+            EmailTaken => StatusCode::CONFLICT,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code. Documented in the README's table.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MissingToken => "missing_token",
+            MalformedAuthorization => "malformed_authorization",
+            DuplicateAuthorization => "duplicate_authorization",
+            InvalidToken => "invalid_token",
+            TokenExpired => "token_expired",
+            TokenNotYetValid => "token_not_yet_valid",
+            TokenRevoked => "token_revoked",
+            AccessTokenRequired => "access_token_required",
+            RefreshTokenRequired => "refresh_token_required",
+            FreshTokenRequired => "fresh_token_required",
+            AdminRequired => "admin_required",
+            AccountNotFound => "account_not_found",
+            AccountBlocked => "account_blocked",
+            AccessDenied => "access_denied",
+            NotYourAccount => "not_your_account",
+            InvalidCredentials => "invalid_credentials",
+            EmailTaken => "email_taken",
+            RegistrationDisabled => "registration_disabled",
+            UserNotFound => "user_not_found",
+            InvalidJson(_) => "invalid_json",
+            InvalidRequest(_) => "invalid_request",
+            BodyTooLarge { .. } => "body_too_large",
+            MethodNotAllowed(_) => "method_not_allowed",
+            NotFound => "not_found",
+            StoreUnavailable => "store_unavailable",
+            Internal => "internal_error",
+        }
+    }
+
+    /// The human-readable sentence: the `Display` text with a capital and a full stop.
+    pub fn message(&self) -> String {
+        let text = self.to_string();
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+            None => text,
+        }
+    }
+
+    /// The JSON body sent to the client.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: String,
+        }
+        serde_json::to_vec(&Body { error: self.code(), message: self.message() })
+            .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
+    }
+
+    /// Extra response headers this refusal carries (RFC 6750 on 401s).
+    pub fn www_authenticate(&self) -> Option<String> {
+        if self.status() != StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        let error = match self {
+            ApiError::MissingToken | ApiError::InvalidCredentials => return Some("Bearer".into()),
+            ApiError::MalformedAuthorization => "invalid_request",
+            ApiError::FreshTokenRequired => "insufficient_scope",
+            _ => "invalid_token",
+        };
+        Some(format!(
+            "Bearer error=\"{error}\", error_description=\"{}\"",
+            self.message().replace('"', "'")
+        ))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        tracing::error!(error = %err, "store operation failed");
+        ApiError::StoreUnavailable
+    }
+}

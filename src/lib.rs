@@ -1,0 +1,25 @@
+//! Gatehouse: a reverse-proxy authentication gateway built on pingora.
+//!
+//! It answers `/register`, `/login`, `/refresh` and `/logout` itself, checks
+//! every other request's bearer token against a per-route policy, and forwards
+//! allowed requests upstream with identity headers the upstream can trust.
+//!
+//! One module per concern: [`config`] (file model -> validated model),
+//! [`policy`] (route matching), [`tokens`] (JWTs), [`store`] (users and
+//! revocations), [`auth`] (the per-request decision), [`endpoints`] (built-in
+//! endpoints), [`proxy`] (pingora glue), [`admin`] (operator API), [`error`]
+//! (every refusal and its HTTP mapping), [`server`] (assembly) and [`cli`].
+
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod passwords;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,124 @@
+//! Argon2id password hashing, always on tokio's blocking pool.
+//!
+//! A hash costs tens of milliseconds of CPU by design. Run on the proxy's async
+//! workers, a burst of logins would stall every proxied request behind it, so
+//! both hashing and verification go through `spawn_blocking`. Unknown emails
+//! are verified against a dummy hash made with the same parameters, so a wrong
+//! email and a wrong password take comparable time.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::config::PasswordConfig;
+use crate::error::ApiError;
+
+/// Longest password accepted: bounds the hashing input an attacker controls.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Clone)]
+pub struct Passwords {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    argon2: Argon2<'static>,
+    dummy_hash: String,
+    min_length: usize,
+}
+
+impl Passwords {
+    pub fn new(config: &PasswordConfig) -> Result<Self, String> {
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
+        Ok(Passwords { inner: Arc::new(Inner { argon2, dummy_hash, min_length: config.min_length }) })
+    }
+
+    /// Checks a new password against the length rules.
+    pub fn check_policy(&self, password: &str) -> Result<(), ApiError> {
+        let chars = password.chars().count();
+        if chars < self.inner.min_length {
+            return Err(ApiError::InvalidRequest(format!(
+                "the password must be at least {} characters long",
+                self.inner.min_length
+            )));
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(ApiError::InvalidRequest(format!(
+                "the password must be at most {MAX_PASSWORD_BYTES} bytes long"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || hash_with(&inner.argon2, &password))
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                ApiError::Internal
+            })
+    }
+
+    /// Verifies `password` against `stored`, or against the dummy hash when
+    /// there is no stored hash (unknown user): the answer is then always false.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let known = stored.is_some();
+            let phc = stored.unwrap_or_else(|| inner.dummy_hash.clone());
+            let Ok(parsed) = PasswordHash::new(&phc) else { return false };
+            // Verification uses the parameters recorded in the stored hash.
+            let ok = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok();
+            ok && known
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Hashes synchronously, for the CLI.
+    pub fn hash_blocking(&self, password: &str) -> Result<String, String> {
+        hash_with(&self.inner.argon2, password)
+    }
+}
+
+fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passwords() -> Passwords {
+        Passwords::new(&PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1, min_length: 8 }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_and_verify() {
+        let p = passwords();
+        let hash = p.hash("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(p.verify("correct horse".into(), Some(hash.clone())).await);
+        assert!(!p.verify("wrong horse".into(), Some(hash)).await);
+        assert!(!p.verify("gatehouse dummy password for timing".into(), None).await);
+    }
+
+    #[test]
+    fn short_and_huge_passwords_are_refused() {
+        let p = passwords();
+        assert!(p.check_policy("short").is_err());
+        assert!(p.check_policy(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+        assert!(p.check_policy("long enough").is_ok());
+    }
+}

@@ -1,0 +1,327 @@
+//! Route policy: which rule applies to a request, and what that rule demands.
+//!
+//! Routes are compiled once when the config loads and sorted so that the first
+//! route that matches a request is also the most specific one. That keeps the
+//! per-request lookup a plain scan with an early exit, and makes the precedence
+//! rule a property of the patterns alone (documented in the README):
+//!
+//! 1. a pattern without `/**` beats one with it;
+//! 2. between two full patterns, compare segment by segment from the left:
+//!    a literal beats a `{param}`;
+//! 3. between two prefix (`/**`) patterns, the longer prefix wins, then rule 2;
+//! 4. a route that lists the request's method beats one that lists no methods;
+//! 5. otherwise the route written first in the file wins.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// What a route demands of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// No token check at all.
+    Public,
+    /// Anonymous callers pass; a token, if sent, must be valid.
+    Optional,
+    /// A valid access token of an existing, unblocked user.
+    Any,
+    /// As `any`, and the token came from a password login.
+    Fresh,
+    /// As `any`, and the user is an administrator.
+    Admin,
+    /// Never forwarded.
+    Deny,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Public => "public",
+            Policy::Optional => "optional",
+            Policy::Any => "any",
+            Policy::Fresh => "fresh",
+            Policy::Admin => "admin",
+            Policy::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "public" => Policy::Public,
+            "optional" => Policy::Optional,
+            "any" => Policy::Any,
+            "fresh" => Policy::Fresh,
+            "admin" => Policy::Admin,
+            "deny" => Policy::Deny,
+            other => {
+                return Err(format!(
+                    "unknown policy `{other}`: expected one of public, optional, any, fresh, admin, deny"
+                ))
+            }
+        })
+    }
+}
+
+/// The rule the gateway applies to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub policy: Policy,
+    /// Only meaningful for `admin`: the admin's token must also be fresh.
+    pub require_fresh: bool,
+}
+
+/// One segment of a compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+/// A compiled path pattern: `/items`, `/item/{name}`, `/static/**`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    source: String,
+    segments: Vec<Segment>,
+    /// Ends in `/**`: matches the prefix itself and everything below it.
+    prefix: bool,
+}
+
+impl PathPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        if !pattern.starts_with('/') {
+            return Err(format!("path pattern `{pattern}` must start with `/`"));
+        }
+        let (body, prefix) = match pattern.strip_suffix("/**") {
+            Some(body) => (body, true),
+            None => (pattern, false),
+        };
+        let mut segments = Vec::new();
+        for raw in body.split('/').skip(1) {
+            if raw.is_empty() {
+                // Only a bare "/" (or "/**") may have an empty segment.
+                if body.len() <= 1 {
+                    continue;
+                }
+                return Err(format!("path pattern `{pattern}` has an empty segment (`//` or a trailing `/`)"));
+            }
+            if raw.contains("**") {
+                return Err(format!("path pattern `{pattern}`: `**` is only allowed as the last segment, as `/**`"));
+            }
+            if raw.starts_with('{') && raw.ends_with('}') {
+                let name = &raw[1..raw.len() - 1];
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("path pattern `{pattern}`: `{raw}` is not a valid parameter name"));
+                }
+                segments.push(Segment::Param);
+            } else if raw.contains(['{', '}', '*', '?', '#', '%']) {
+                return Err(format!(
+                    "path pattern `{pattern}`: segment `{raw}` mixes literal text with `{{`, `}}`, `*`, `?`, `#` or `%`"
+                ));
+            } else {
+                segments.push(Segment::Literal(raw.to_owned()));
+            }
+        }
+        Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Matches a normalised path (starts with `/`, no query string).
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/').skip(1).filter(|s| !s.is_empty());
+        for segment in &self.segments {
+            let Some(part) = parts.next() else { return false };
+            if let Segment::Literal(lit) = segment {
+                if lit != part {
+                    return false;
+                }
+            }
+        }
+        self.prefix || parts.next().is_none()
+    }
+
+    /// Orders patterns from most to least specific (see the module docs).
+    fn specificity_cmp(&self, other: &Self) -> Ordering {
+        // `Less` sorts first, so "more specific" is `Less`.
+        match (self.prefix, other.prefix) {
+            (false, true) => return Ordering::Less,
+            (true, false) => return Ordering::Greater,
+            (true, true) => {
+                let by_len = other.segments.len().cmp(&self.segments.len());
+                if by_len != Ordering::Equal {
+                    return by_len;
+                }
+            }
+            (false, false) => {}
+        }
+        for (a, b) in self.segments.iter().zip(&other.segments) {
+            match (a, b) {
+                (Segment::Literal(_), Segment::Param) => return Ordering::Less,
+                (Segment::Param, Segment::Literal(_)) => return Ordering::Greater,
+                _ => {}
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+/// One configured route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pattern: PathPattern,
+    /// Upper-case method names; empty means every method.
+    pub methods: Vec<http::Method>,
+    pub rule: Rule,
+    /// Position in the config file, for tie-breaks and for logs.
+    pub index: usize,
+}
+
+impl Route {
+    fn allows(&self, method: &http::Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+}
+
+/// The compiled route list plus the rule for requests that match no route.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    default_rule: Rule,
+}
+
+/// What the lookup found: the rule, and the pattern for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    pub rule: Rule,
+    /// `None` when the default policy applied.
+    pub route: Option<&'a Route>,
+}
+
+impl Matched<'_> {
+    pub fn route_label(&self) -> &str {
+        self.route.map_or("(default)", |r| r.pattern.as_str())
+    }
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>, default_rule: Rule) -> Self {
+        routes.sort_by(|a, b| {
+            a.pattern
+                .specificity_cmp(&b.pattern)
+                .then_with(|| a.methods.is_empty().cmp(&b.methods.is_empty()))
+                .then_with(|| a.index.cmp(&b.index))
+        });
+        RouteTable { routes, default_rule }
+    }
+
+    pub fn lookup(&self, method: &http::Method, path: &str) -> Matched<'_> {
+        // HEAD is answered like GET by every upstream, so it follows GET's rule
+        // unless a route names HEAD itself.
+        let found = self
+            .routes
+            .iter()
+            .find(|r| r.pattern.matches(path) && (r.allows(method) || (method == http::Method::HEAD && r.allows(&http::Method::GET))));
+        match found {
+            Some(route) => Matched { rule: route.rule, route: Some(route) },
+            None => Matched { rule: self.default_rule, route: None },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn route(path: &str, methods: &[&str], policy: Policy, index: usize) -> Route {
+        Route {
+            pattern: PathPattern::parse(path).unwrap(),
+            methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
+            rule: Rule { policy, require_fresh: false },
+            index,
+        }
+    }
+
+    fn table(routes: Vec<Route>) -> RouteTable {
+        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false })
+    }
+
+    #[test]
+    fn exact_param_and_prefix_patterns_match() {
+        let p = PathPattern::parse("/item/{name}").unwrap();
+        assert!(p.matches("/item/chair"));
+        assert!(!p.matches("/item"));
+        assert!(!p.matches("/item/chair/legs"));
+        let p = PathPattern::parse("/static/**").unwrap();
+        assert!(p.matches("/static"));
+        assert!(p.matches("/static/a/b"));
+        assert!(!p.matches("/staticx"));
+        let p = PathPattern::parse("/**").unwrap();
+        assert!(p.matches("/"));
+        assert!(p.matches("/anything/at/all"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn most_specific_route_wins_regardless_of_file_order() {
+        let t = table(vec![
+            route("/**", &[], Policy::Deny, 0),
+            route("/item/**", &[], Policy::Public, 1),
+            route("/item/{name}", &[], Policy::Any, 2),
+            route("/item/special", &[], Policy::Admin, 3),
+            route("/item/{name}", &["POST"], Policy::Fresh, 4),
+        ]);
+        let get = Method::GET;
+        assert_eq!(t.lookup(&get, "/item/special").rule.policy, Policy::Admin);
+        assert_eq!(t.lookup(&get, "/item/chair").rule.policy, Policy::Any);
+        assert_eq!(t.lookup(&Method::POST, "/item/chair").rule.policy, Policy::Fresh);
+        assert_eq!(t.lookup(&get, "/item/a/b").rule.policy, Policy::Public);
+        assert_eq!(t.lookup(&get, "/other").rule.policy, Policy::Deny);
+        assert_eq!(t.lookup(&Method::HEAD, "/item/chair").rule.policy, Policy::Any);
+    }
+
+    #[test]
+    fn unmatched_requests_get_the_default_rule() {
+        let t = table(vec![route("/items", &["GET"], Policy::Optional, 0)]);
+        let m = t.lookup(&Method::DELETE, "/items");
+        assert!(m.route.is_none());
+        assert_eq!(m.rule.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn first_route_in_file_wins_a_tie() {
+        let t = table(vec![
+            route("/a/{x}", &[], Policy::Any, 0),
+            route("/a/{y}", &[], Policy::Public, 1),
+        ]);
+        assert_eq!(t.lookup(&Method::GET, "/a/1").rule.policy, Policy::Any);
+    }
+}

@@ -1,0 +1,87 @@
+//! Persistent state: users and revoked tokens, behind the narrow [`Store`]
+//! trait so a shared backend (Redis, for several gateways) can stand in for
+//! the embedded sled database without the gateway noticing.
+//!
+//! Every write that the gateway acknowledges to a client (a revocation, a
+//! block, a deletion) is durable when the method returns.
+
+mod sled_store;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sled_store::SledStore;
+
+pub type UserId = u64;
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    /// Trimmed and lower-cased: the unique key for logins.
+    pub email: String,
+    pub username: String,
+    /// Argon2id PHC string. Never logged, never sent to clients.
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub blocked: bool,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Carried in every token as `ver`; bumping it revokes all the user's
+    /// tokens at once without listing them.
+    pub token_version: u64,
+}
+
+/// What a caller supplies to create an account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+}
+
+/// A change to an existing account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    SetAdmin(bool),
+    /// Blocking also revokes every token the user holds.
+    SetBlocked(bool),
+    RevokeAllTokens,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("the store at {path} is in use by another process (is the gateway running?)")]
+    Locked { path: String },
+    #[error("store failure: {0}")]
+    Backend(String),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Applies a change durably; `None` if the user does not exist.
+    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError>;
+    /// Deletes durably; `false` if the user did not exist.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+    /// Records a revoked token id until `expires_at` (unix seconds), durably.
+    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Number of revocation entries held.
+    async fn revoked_count(&self) -> Result<usize, StoreError>;
+    /// Drops revocation entries whose token expired before `now`; returns how many.
+    async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError>;
+}
+
+/// Trims and lower-cases an email so lookups are case-insensitive.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}

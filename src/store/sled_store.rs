@@ -1,0 +1,233 @@
+//! The embedded store: sled 0.34 (stable line).
+//!
+//! Trees: `users` (id -> JSON user), `emails` (normalised email -> id) and
+//! `revoked` (jti -> expiry, big-endian u64). sled holds an exclusive file lock,
+//! so only one process opens a store at a time; the CLI falls back to the
+//! running gateway's admin API when it finds the lock taken.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{normalise_email, NewUser, Store, StoreError, User, UserChange, UserId};
+
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    emails: sled::Tree,
+    revoked: sled::Tree,
+}
+
+impl SledStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open().map_err(|e| {
+            let text = e.to_string();
+            if text.contains("could not acquire lock") {
+                StoreError::Locked { path: path.display().to_string() }
+            } else {
+                StoreError::Backend(format!("cannot open {}: {text}", path.display()))
+            }
+        })?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(SledStore { users: tree("users")?, emails: tree("emails")?, revoked: tree("revoked")?, db })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(backend)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<User, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("user record: {e}")))
+    }
+
+    fn encode(user: &User) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(user).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let id = self.db.generate_id().map_err(backend)? + 1;
+        let user = User {
+            id,
+            email: normalise_email(&new.email),
+            username: new.username,
+            password_hash: new.password_hash,
+            is_admin: new.is_admin,
+            blocked: false,
+            created_at: now_unix(),
+            token_version: 0,
+        };
+        let record = Self::encode(&user)?;
+        let result = (&self.users, &self.emails).transaction(|(users, emails)| {
+            if emails.get(user.email.as_bytes())?.is_some() {
+                return Err(ConflictableTransactionError::Abort(StoreError::EmailTaken));
+            }
+            emails.insert(user.email.as_bytes(), &id.to_be_bytes())?;
+            users.insert(&id.to_be_bytes(), record.as_slice())?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(backend(e)),
+        }
+        self.flush().await?;
+        Ok(user)
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.users.get(id.to_be_bytes()).map_err(backend)?.map(|v| Self::decode(&v)).transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let Some(id) = self.emails.get(normalise_email(email).as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let id = <[u8; 8]>::try_from(id.as_ref())
+            .map_err(|_| StoreError::Corrupt("email index entry".into()))?;
+        self.user(u64::from_be_bytes(id)).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.users.iter().values().map(|v| Self::decode(&v.map_err(backend)?)).collect()
+    }
+
+    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
+        let key = id.to_be_bytes();
+        let mut updated = None;
+        let mut failure = None;
+        self.users
+            .fetch_and_update(key, |old| {
+                let mut user = Self::decode(old?).map_err(|e| failure = Some(e)).ok()?;
+                match change {
+                    UserChange::SetAdmin(admin) => user.is_admin = admin,
+                    UserChange::SetBlocked(blocked) => {
+                        if blocked && !user.blocked {
+                            user.token_version += 1;
+                        }
+                        user.blocked = blocked;
+                    }
+                    UserChange::RevokeAllTokens => user.token_version += 1,
+                }
+                let bytes = Self::encode(&user).map_err(|e| failure = Some(e)).ok();
+                updated = Some(user);
+                bytes
+            })
+            .map_err(backend)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.flush().await?;
+        Ok(updated)
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let result = (&self.users, &self.emails).transaction(|(users, emails)| {
+            let Some(old) = users.remove(&id.to_be_bytes())? else { return Ok(false) };
+            let user = Self::decode(&old).map_err(ConflictableTransactionError::Abort)?;
+            emails.remove(user.email.as_bytes())?;
+            Ok(true)
+        });
+        let existed = match result {
+            Ok(existed) => existed,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(backend(e)),
+        };
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.revoked.insert(jti.as_bytes(), &expires_at.to_be_bytes()).map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        self.revoked.contains_key(jti.as_bytes()).map_err(backend)
+    }
+
+    async fn revoked_count(&self) -> Result<usize, StoreError> {
+        Ok(self.revoked.len())
+    }
+
+    async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for entry in self.revoked.iter() {
+            let (key, value) = entry.map_err(backend)?;
+            let expires_at = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            if expires_at < now {
+                self.revoked.remove(key).map_err(backend)?;
+                purged += 1;
+            }
+        }
+        if purged > 0 {
+            self.flush().await?;
+        }
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_user(email: &str) -> NewUser {
+        NewUser { email: email.into(), username: "u".into(), password_hash: "h".into(), is_admin: false }
+    }
+
+    #[tokio::test]
+    async fn users_are_unique_by_case_insensitive_email() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let user = store.create_user(new_user(" Ann@Example.com ")).await.unwrap();
+        assert_eq!(user.email, "ann@example.com");
+        assert!(matches!(store.create_user(new_user("ANN@example.COM")).await, Err(StoreError::EmailTaken)));
+        assert_eq!(store.user_by_email("ann@EXAMPLE.com").await.unwrap().unwrap().id, user.id);
+        assert!(store.delete_user(user.id).await.unwrap());
+        assert!(store.user_by_email("ann@example.com").await.unwrap().is_none());
+        store.create_user(new_user("ann@example.com")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn blocking_bumps_the_token_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let user = store.create_user(new_user("b@example.com")).await.unwrap();
+        let blocked = store.change_user(user.id, UserChange::SetBlocked(true)).await.unwrap().unwrap();
+        assert!(blocked.blocked);
+        assert_eq!(blocked.token_version, user.token_version + 1);
+        assert!(store.change_user(999, UserChange::SetAdmin(true)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_open_reports_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked { .. })));
+    }
+
+    #[tokio::test]
+    async fn revocations_expire_and_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.revoke("old", 100).await.unwrap();
+        store.revoke("new", 10_000).await.unwrap();
+        assert!(store.is_revoked("old").await.unwrap());
+        assert_eq!(store.purge_expired_revocations(5_000).await.unwrap(), 1);
+        assert!(!store.is_revoked("old").await.unwrap());
+        assert!(store.is_revoked("new").await.unwrap());
+        assert_eq!(store.revoked_count().await.unwrap(), 1);
+    }
+}

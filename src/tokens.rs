@@ -1,0 +1,236 @@
+//! Issuing and checking JWTs.
+//!
+//! Keys and the validation rules are built once at start-up. The algorithm is
+//! pinned to HS256, `exp`, `nbf`, `iss` and `aud` are always checked, and the
+//! token `type` claim keeps refresh tokens out of places that need access
+//! tokens and the reverse. Revocation and account checks happen in
+//! [`crate::auth`], which also consults the store.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Secret, TokenConfig};
+use crate::error::ApiError;
+use crate::store::User;
+
+/// Longest token accepted before any parsing: bounds the work an attacker can cause.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// The claims of every token Gatehouse issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id, as a string (RFC 7519).
+    pub sub: String,
+    /// 128 random bits, base64url: the handle for revoking this one token.
+    pub jti: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub iss: String,
+    pub aud: String,
+    #[serde(rename = "type")]
+    pub kind: TokenKind,
+    pub fresh: bool,
+    pub is_admin: bool,
+    /// The user's token version at issue; see [`crate::store::User::token_version`].
+    pub ver: u64,
+}
+
+impl Claims {
+    pub fn user_id(&self) -> Result<u64, ApiError> {
+        self.sub.parse().map_err(|_| ApiError::InvalidToken)
+    }
+}
+
+/// A signed token and its claims.
+pub struct Issued {
+    pub token: String,
+    pub claims: Claims,
+}
+
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    header: Header,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl TokenService {
+    pub fn new(config: &TokenConfig, secret: &Secret) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway.as_secs();
+        TokenService {
+            encoding: EncodingKey::from_secret(secret.expose()),
+            decoding: DecodingKey::from_secret(secret.expose()),
+            validation,
+            header: Header::new(Algorithm::HS256),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            access_ttl: config.access_ttl,
+            refresh_ttl: config.refresh_ttl,
+        }
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool) -> Result<Issued, ApiError> {
+        let now = now_unix();
+        let ttl = match kind {
+            TokenKind::Access => self.access_ttl,
+            TokenKind::Refresh => self.refresh_ttl,
+        };
+        let claims = Claims {
+            sub: user.id.to_string(),
+            jti: new_token_id(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            kind,
+            fresh: fresh && kind == TokenKind::Access,
+            is_admin: user.is_admin,
+            ver: user.token_version,
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding).map_err(|e| {
+            tracing::error!(error = %e, "signing a token failed");
+            ApiError::Internal
+        })?;
+        Ok(Issued { token, claims })
+    }
+
+    /// Checks signature, algorithm, time and audience claims, and the token type.
+    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, ApiError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::InvalidToken);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+                ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
+                _ => ApiError::InvalidToken,
+            }
+        })?;
+        let claims = data.claims;
+        match (expected, claims.kind) {
+            (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
+            (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
+            _ => Ok(claims),
+        }
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn new_token_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretSource;
+
+    fn service_with(secret: &str, ttl: Duration) -> TokenService {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, secret).unwrap();
+        let secret = SecretSource { env: None, file: Some(path), purpose: "test" }.load().unwrap();
+        let config = TokenConfig {
+            secret: SecretSource { env: None, file: None, purpose: "test" },
+            issuer: "gatehouse".into(),
+            audience: "gatehouse".into(),
+            access_ttl: ttl,
+            refresh_ttl: ttl * 10,
+            leeway: Duration::ZERO,
+        };
+        TokenService::new(&config, &secret)
+    }
+
+    fn user() -> User {
+        User {
+            id: 7,
+            email: "a@b.c".into(),
+            username: "a".into(),
+            password_hash: String::new(),
+            is_admin: true,
+            blocked: false,
+            created_at: 0,
+            token_version: 3,
+        }
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn round_trip_keeps_every_claim() {
+        let svc = service_with(SECRET, Duration::from_secs(60));
+        let issued = svc.issue(&user(), TokenKind::Access, true).unwrap();
+        let claims = svc.verify(&issued.token, TokenKind::Access).unwrap();
+        assert_eq!(claims, issued.claims);
+        assert!(claims.fresh && claims.is_admin);
+        assert_eq!((claims.sub.as_str(), claims.ver), ("7", 3));
+        assert_eq!(claims.exp - claims.iat, 60);
+        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&claims.jti).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn token_types_do_not_cross() {
+        let svc = service_with(SECRET, Duration::from_secs(60));
+        let refresh = svc.issue(&user(), TokenKind::Refresh, true).unwrap();
+        assert!(!refresh.claims.fresh, "refresh tokens are never fresh");
+        assert_eq!(svc.verify(&refresh.token, TokenKind::Access), Err(ApiError::AccessTokenRequired));
+        let access = svc.issue(&user(), TokenKind::Access, false).unwrap();
+        assert_eq!(svc.verify(&access.token, TokenKind::Refresh), Err(ApiError::RefreshTokenRequired));
+    }
+
+    #[test]
+    fn foreign_and_tampered_tokens_are_invalid() {
+        let svc = service_with(SECRET, Duration::from_secs(60));
+        let other = service_with("another-secret-another-secret-another", Duration::from_secs(60));
+        let token = other.issue(&user(), TokenKind::Access, true).unwrap().token;
+        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::InvalidToken));
+        let good = svc.issue(&user(), TokenKind::Access, false).unwrap().token;
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"7","fresh":true}"#);
+        parts[1] = &forged;
+        assert_eq!(svc.verify(&parts.join("."), TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(svc.verify("not a token", TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access), Err(ApiError::InvalidToken));
+    }
+
+    #[test]
+    fn expired_tokens_say_so() {
+        let svc = service_with(SECRET, Duration::from_secs(60));
+        let mut claims = svc.issue(&user(), TokenKind::Access, true).unwrap().claims;
+        claims.exp = now_unix() - 10;
+        let token = jsonwebtoken::encode(&svc.header, &claims, &svc.encoding).unwrap();
+        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::TokenExpired));
+    }
+}

@@ -1,0 +1,75 @@
+//! Introspection endpoints for gateway tests.
+//!
+//! `/debug/echo` reports exactly what reached the upstream (method, raw
+//! path with query, every header copy in order), which is how gateway tests
+//! check header injection and stripping. `/debug/slow` holds a request open
+//! for gateway timeout tests. `/healthz` is the liveness probe.
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{OriginalUri, Query};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+
+/// Longest `/debug/slow` will sleep, whatever it is asked.
+pub const MAX_SLOW_MS: u64 = 60_000;
+
+/// Any method on `/debug/echo` and `/debug/echo/{*rest}`.
+pub(crate) async fn echo(
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Json<Value> {
+    // The request target as hyper parsed it, not normalised in any way.
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let mut seen = Map::new();
+    for name in headers.keys() {
+        let values: Vec<Value> = headers
+            .get_all(name)
+            .iter()
+            .map(|value| Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        seen.insert(name.as_str().to_owned(), Value::Array(values));
+    }
+    Json(json!({
+        "method": method.as_str(),
+        "path": path,
+        "headers": seen,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SlowQuery {
+    ms: Option<u64>,
+}
+
+/// `GET /debug/slow?ms=N`: sleep `min(N, MAX_SLOW_MS)` ms, then answer.
+pub(crate) async fn slow(
+    query: Result<Query<SlowQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!(
+                "Expected ?ms=<non-negative integer>: {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let ms = query.ms.unwrap_or(0).min(MAX_SLOW_MS);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(Json(json!({ "slept_ms": ms })))
+}
+
+/// `GET /healthz`.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}

@@ -1,0 +1,134 @@
+//! upstream-mock: a stand-in for the backend service behind Gatehouse.
+//!
+//! It is the in-memory "items, products and categories" resource service
+//! from the Flask-JWT-Extended tutorial, rewritten with axum, plus a few
+//! `/debug/*` endpoints that let gateway tests see what the upstream
+//! received. Run it on its own with
+//!
+//! ```text
+//! cargo run -p upstream-mock -- --listen 127.0.0.1:8000 [--identity-prefix X-Auth-]
+//! ```
+//!
+//! or, from tests, in-process with [`serve_with_shutdown`] on a listener
+//! bound to `127.0.0.1:0`.
+//!
+//! The mock performs no authentication at all: it trusts the identity
+//! headers the gateway injects (`X-Auth-User-Id`, `X-Auth-Username`,
+//! `X-Auth-Email`, `X-Auth-Admin`, `X-Auth-Fresh`, `X-Auth-Token-Id`, with a
+//! configurable prefix). A caller is *identified* when `<prefix>User-Id` is
+//! present.
+//!
+//! # Endpoints
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET/POST/DELETE /item/{name}` | an item `{name, price, category}` |
+//! | `GET /items` | full items when identified, names only when anonymous |
+//! | `GET/POST/DELETE /product/{name}`, `GET /products` | same shape as items |
+//! | `GET/POST/DELETE /category/{name}`, `GET /categories` | `{name, items}` |
+//! | any method `/debug/echo[/{*rest}]` | `{method, path, headers}` as received |
+//! | `GET /debug/slow?ms=N` | sleeps up to 60 s, then `{slept_ms}` |
+//! | `GET /healthz` | `{status: "ok"}` |
+//!
+//! Every error is `{"error": "<snake_case_code>", "message": "..."}`.
+
+mod debug;
+mod error;
+mod identity;
+mod resources;
+mod store;
+
+use std::future::Future;
+
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use debug::MAX_SLOW_MS;
+pub use identity::is_valid_prefix;
+
+use identity::IdentityHeaders;
+use resources::{Items, Products};
+use store::SharedStore;
+
+/// The identity header prefix the gateway uses by default.
+pub const DEFAULT_IDENTITY_PREFIX: &str = "X-Auth-";
+
+/// How a mock instance behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockOptions {
+    /// Prefix of the identity headers, e.g. `X-Auth-` for `X-Auth-User-Id`.
+    /// Matched case-insensitively. A prefix that does not form valid header
+    /// names (see [`is_valid_prefix`]) makes every caller anonymous.
+    pub identity_prefix: String,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            identity_prefix: DEFAULT_IDENTITY_PREFIX.to_owned(),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: SharedStore,
+    pub(crate) identity: IdentityHeaders,
+}
+
+/// Builds the mock's router with its own freshly seeded in-memory state.
+pub fn router(options: MockOptions) -> Router {
+    let state = AppState {
+        store: SharedStore::seeded(),
+        identity: IdentityHeaders::new(&options.identity_prefix),
+    };
+    Router::new()
+        .route(
+            "/item/{name}",
+            get(resources::get_one::<Items>)
+                .post(resources::create::<Items>)
+                .delete(resources::delete::<Items>),
+        )
+        .route("/items", get(resources::list_items))
+        .route(
+            "/product/{name}",
+            get(resources::get_one::<Products>)
+                .post(resources::create::<Products>)
+                .delete(resources::delete::<Products>),
+        )
+        .route("/products", get(resources::list_products))
+        .route(
+            "/category/{name}",
+            get(resources::get_category)
+                .post(resources::create_category)
+                .delete(resources::delete_category),
+        )
+        .route("/categories", get(resources::list_categories))
+        .route("/debug/echo", any(debug::echo))
+        .route("/debug/echo/", any(debug::echo))
+        .route("/debug/echo/{*rest}", any(debug::echo))
+        .route("/debug/slow", get(debug::slow))
+        .route("/healthz", get(debug::healthz))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the mock on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, options: MockOptions) -> std::io::Result<()> {
+    axum::serve(listener, router(options)).await
+}
+
+/// Serves the mock on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish and returns.
+pub async fn serve_with_shutdown(
+    listener: TcpListener,
+    options: MockOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
