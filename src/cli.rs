@@ -116,7 +116,7 @@ fn check_config(path: &Path) -> Result<(), String> {
         "{}: ok ({} routes, default policy {}, upstreams {:?})",
         path.display(),
         config.routes.len(),
-        config.routes.lookup(&Method::GET, "/\u{0}").rule.policy,
+        config.routes.default_rule().policy,
         config.upstream.addresses
     );
     for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {

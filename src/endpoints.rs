@@ -201,10 +201,11 @@ impl BuiltIns {
 
     async fn logout(&self, headers: &HeaderMap, body: &[u8]) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
+        // The body is optional: empty, `null` and `{}` all mean "just this access token".
         let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
             LogoutRequest::default()
         } else {
-            parse_json(body)?
+            parse_json::<Option<LogoutRequest>>(body)?.unwrap_or_default()
         };
         // Check the refresh token before revoking anything, so a bad request changes nothing.
         let refresh_claims = match request.refresh_token {

@@ -241,6 +241,10 @@ impl RouteTable {
         }
     }
 
+    pub fn default_rule(&self) -> Rule {
+        self.default_rule
+    }
+
     pub fn len(&self) -> usize {
         self.routes.len()
     }

@@ -1,7 +1,7 @@
 //! The embedded store: sled 0.34 (stable line).
 //!
-//! Trees: `users` (id -> JSON user), `emails` (normalised email -> id) and
-//! `revoked` (jti -> expiry, big-endian u64). sled holds an exclusive file lock,
+//! Trees: `users` (id -> JSON user), `emails` (normalised email -> id),
+//! `revoked` (jti -> expiry, big-endian u64) and `meta` (the user id counter). sled holds an exclusive file lock,
 //! so only one process opens a store at a time; the CLI falls back to the
 //! running gateway's admin API when it finds the lock taken.
 
@@ -18,6 +18,7 @@ pub struct SledStore {
     users: sled::Tree,
     emails: sled::Tree,
     revoked: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl SledStore {
@@ -31,7 +32,7 @@ impl SledStore {
             }
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(SledStore { users: tree("users")?, emails: tree("emails")?, revoked: tree("revoked")?, db })
+        Ok(SledStore { users: tree("users")?, emails: tree("emails")?, revoked: tree("revoked")?, meta: tree("meta")?, db })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -58,7 +59,17 @@ fn now_unix() -> u64 {
 #[async_trait]
 impl Store for SledStore {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        let id = self.db.generate_id().map_err(backend)? + 1;
+        // Dense ids (1, 2, 3...), unlike sled's generate_id which leaps after a restart.
+        let id = self
+            .meta
+            .update_and_fetch(b"last_user_id", |old| {
+                let last = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+                Some((last + 1).to_be_bytes().to_vec())
+            })
+            .map_err(backend)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt("user id counter".into()))?;
         let user = User {
             id,
             email: normalise_email(&new.email),

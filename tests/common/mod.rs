@@ -1,0 +1,405 @@
+//! Test harness: the real `gatehouse` binary and upstream-mock, on loopback.
+//!
+//! Each test starts its own upstream (in-process, recording what it receives)
+//! and its own gateway process with a fresh store and fresh secrets, waits for
+//! readiness by polling TCP connects, and kills everything on drop.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// upstream-mock running in-process, with a log of every request it received.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let log = Arc::clone(&seen);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = upstream_mock::router(upstream_mock::MockOptions::default()).layer(
+                    axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let log = Arc::clone(&log);
+                        async move {
+                            let line = format!("{} {}", req.method(), req.uri());
+                            log.lock().unwrap().push(line);
+                            next.run(req).await
+                        }
+                    }),
+                );
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Upstream { addr, seen, shutdown: Some(shutdown), thread: Some(thread) }
+    }
+
+    /// "METHOD /path?query" for every request received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn saw(&self, needle: &str) -> bool {
+        self.seen().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn random_secret() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 36]>())
+}
+
+/// How to configure a test gateway.
+pub struct Options {
+    pub access_ttl: &'static str,
+    /// Extra TOML appended to the generated config (sections or routes).
+    pub extra: String,
+    /// Replaces the `[upstream]` extras (e.g. `pass_authorization = true`).
+    pub upstream_extra: String,
+    pub endpoints_extra: String,
+    pub seed_admin: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_ttl: "15m",
+            extra: String::new(),
+            upstream_extra: String::new(),
+            endpoints_extra: String::new(),
+            seed_admin: true,
+        }
+    }
+}
+
+/// The routes every test gateway has: the demo's, plus echo routes per policy.
+const ROUTES: &str = r#"
+[[routes]]
+path = "/item/{name}"
+methods = ["GET"]
+policy = "any"
+
+[[routes]]
+path = "/item/{name}"
+methods = ["POST"]
+policy = "fresh"
+
+[[routes]]
+path = "/item/{name}"
+methods = ["DELETE"]
+policy = "admin"
+
+[[routes]]
+path = "/items"
+methods = ["GET"]
+policy = "optional"
+
+[[routes]]
+path = "/product/{name}"
+methods = ["DELETE"]
+policy = "admin"
+fresh = true
+
+[[routes]]
+path = "/debug/echo/public/**"
+policy = "public"
+
+[[routes]]
+path = "/debug/echo/optional/**"
+policy = "optional"
+
+[[routes]]
+path = "/debug/echo/any/**"
+policy = "any"
+
+[[routes]]
+path = "/debug/echo/fresh/**"
+policy = "fresh"
+
+[[routes]]
+path = "/debug/echo/admin/**"
+policy = "admin"
+
+[[routes]]
+path = "/debug/echo/deny/**"
+policy = "deny"
+"#;
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub jwt_secret: String,
+    pub admin_token: String,
+    pub http: reqwest::blocking::Client,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+impl Gateway {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway running").id()
+    }
+
+    pub fn start(upstream: &Upstream, options: Options) -> Gateway {
+        let mut gateway = Gateway {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            config_path: PathBuf::new(),
+            jwt_secret: random_secret(),
+            admin_token: random_secret(),
+            http: reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        gateway.write_config(upstream, &options);
+        if options.seed_admin {
+            let out = gateway.cli(&["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"], ADMIN_PASSWORD);
+            assert!(out.status.success(), "seeding the admin failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            match gateway.spawn() {
+                Ok(()) => return gateway,
+                Err(e) => {
+                    // Most likely a port taken between picking and binding: new ports.
+                    last_error = e;
+                    gateway.write_config(upstream, &options);
+                }
+            }
+        }
+        panic!("gateway did not start: {last_error}");
+    }
+
+    /// Writes the config with freshly picked ports.
+    fn write_config(&mut self, upstream: &Upstream, options: &Options) {
+        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.admin_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            r#"
+[server]
+listen = ["{addr}"]
+threads = 1
+grace_period = "0s"
+shutdown_timeout = "1s"
+
+[admin]
+listen = "{admin_addr}"
+
+[upstream]
+addresses = ["{upstream}"]
+{upstream_extra}
+
+[tokens]
+access_ttl = "{ttl}"
+leeway = "0s"
+
+[store]
+path = "data"
+
+[passwords]
+memory_kib = 1024
+iterations = 1
+
+[endpoints]
+max_body_bytes = 2048
+{endpoints_extra}
+{routes}
+{extra}
+"#,
+            addr = self.addr,
+            admin_addr = self.admin_addr,
+            upstream = upstream.addr,
+            upstream_extra = options.upstream_extra,
+            ttl = options.access_ttl,
+            endpoints_extra = options.endpoints_extra,
+            routes = ROUTES,
+            extra = options.extra,
+        );
+        self.config_path = self.dir.path().join("gatehouse.toml");
+        std::fs::write(&self.config_path, config).unwrap();
+    }
+
+    /// Starts (or restarts) the gateway process and waits for both listeners.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
+        let child = self
+            .command()
+            .arg("serve")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("gateway exited with {status}: {}", self.log()));
+            }
+            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin_addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("gateway not ready in time: {}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// A `gatehouse` command with this gateway's config and secrets.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .env("GATEHOUSE_JWT_SECRET", &self.jwt_secret)
+            .env("GATEHOUSE_ADMIN_TOKEN", &self.admin_token)
+            .env("GATEHOUSE_LOG", "info");
+        cmd
+    }
+
+    /// Runs a CLI command with `stdin` as its input.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+    }
+
+    pub fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn register(&self, email: &str, username: &str, password: &str) -> Value {
+        let (status, body) = self.post("/register", None, json!({"email": email, "username": username, "password": password}));
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Logs in; returns (access, refresh).
+    pub fn login(&self, email: &str, password: &str) -> (String, String) {
+        let (status, body) = self.post("/login", None, json!({"email": email, "password": password}));
+        assert_eq!(status, 200, "{body}");
+        (body["access_token"].as_str().unwrap().to_owned(), body["refresh_token"].as_str().unwrap().to_owned())
+    }
+
+    pub fn admin_login(&self) -> (String, String) {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway running");
+        send_signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gateway ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends a signal with kill(1): the crate forbids `unsafe`, so no libc call.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
