@@ -68,7 +68,10 @@ impl Accounts {
         let email = registration.email.trim();
         validate_email(email)?;
         let username = registration.username.trim();
-        if username.is_empty() || username.chars().count() > 64 || username.chars().any(char::is_control) {
+        if username.is_empty()
+            || username.chars().count() > 64
+            || username.chars().any(char::is_control)
+        {
             return Err(ApiError::InvalidRequest(
                 "username must be 1 to 64 characters with no control characters".into(),
             ));
@@ -93,7 +96,13 @@ impl Accounts {
     }
 
     pub async fn list(&self) -> Result<Vec<UserView>, ApiError> {
-        Ok(self.store.users().await?.iter().map(UserView::from).collect())
+        Ok(self
+            .store
+            .users()
+            .await?
+            .iter()
+            .map(UserView::from)
+            .collect())
     }
 
     pub async fn show(&self, id: UserId) -> Result<UserView, ApiError> {
@@ -102,12 +111,20 @@ impl Accounts {
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
-        let user = self.store.user_by_email(email).await?.ok_or(ApiError::UserNotFound)?;
+        let user = self
+            .store
+            .user_by_email(email)
+            .await?
+            .ok_or(ApiError::UserNotFound)?;
         Ok(UserView::from(&user))
     }
 
     pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {
-        let user = self.store.change_user(id, change).await?.ok_or(ApiError::UserNotFound)?;
+        let user = self
+            .store
+            .change_user(id, change)
+            .await?
+            .ok_or(ApiError::UserNotFound)?;
         tracing::info!(user_id = id, ?change, "account changed");
         Ok(UserView::from(&user))
     }
@@ -129,7 +146,11 @@ impl Accounts {
 
     /// Revokes a token presented as a string: its signature must be ours.
     /// An expired token needs no revocation and is reported as such.
-    pub async fn revoke_token(&self, tokens: &TokenService, token: &str) -> Result<Claims, ApiError> {
+    pub async fn revoke_token(
+        &self,
+        tokens: &TokenService,
+        token: &str,
+    ) -> Result<Claims, ApiError> {
         let claims = tokens
             .verify(token, TokenKind::Access)
             .or_else(|e| match e {
@@ -150,6 +171,8 @@ fn validate_email(email: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::InvalidRequest("email must be an address like name@example.com".into()))
+        Err(ApiError::InvalidRequest(
+            "email must be an address like name@example.com".into(),
+        ))
     }
 }

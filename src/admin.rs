@@ -46,8 +46,16 @@ struct RevokeRequest {
 }
 
 impl AdminApi {
-    pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
-        AdminApi { accounts, tokens, admin_token }
+    pub fn new(
+        accounts: Accounts,
+        tokens: Option<Arc<TokenService>>,
+        admin_token: Option<Secret>,
+    ) -> Self {
+        AdminApi {
+            accounts,
+            tokens,
+            admin_token,
+        }
     }
 
     fn authorised(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
@@ -64,11 +72,25 @@ impl AdminApi {
 
     /// Runs one admin operation. The HTTP listener authenticates before calling
     /// this; the CLI calls it directly when it holds the store itself.
-    pub async fn call(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
-        self.route(method, path, query, body).await.unwrap_or_else(|e| Reply::error(&e))
+    pub async fn call(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
+        self.route(method, path, query, body)
+            .await
+            .unwrap_or_else(|e| Reply::error(&e))
     }
 
-    async fn route(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Result<Reply, ApiError> {
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             (&Method::GET, ["admin", "users"]) => match query.and_then(email_param) {
@@ -90,24 +112,37 @@ impl AdminApi {
                 let patch: UserPatch = parse_json(body)?;
                 let mut user = self.accounts.show(id).await?;
                 if let Some(admin) = patch.is_admin {
-                    user = self.accounts.change(id, UserChange::SetAdmin(admin)).await?;
+                    user = self
+                        .accounts
+                        .change(id, UserChange::SetAdmin(admin))
+                        .await?;
                 }
                 if let Some(blocked) = patch.blocked {
-                    user = self.accounts.change(id, UserChange::SetBlocked(blocked)).await?;
+                    user = self
+                        .accounts
+                        .change(id, UserChange::SetBlocked(blocked))
+                        .await?;
                 }
                 ok(&user)
             }
             (&Method::POST, ["admin", "users", id, "revoke-tokens"]) => {
-                let user = self.accounts.change(user_id(id)?, UserChange::RevokeAllTokens).await?;
+                let user = self
+                    .accounts
+                    .change(user_id(id)?, UserChange::RevokeAllTokens)
+                    .await?;
                 ok(&user)
             }
             (&Method::POST, ["admin", "revoke"]) => {
                 let RevokeRequest { token } = parse_json(body)?;
                 let tokens = self.tokens.as_ref().ok_or_else(|| {
-                    ApiError::InvalidRequest("the token signing secret is not available to check this token".into())
+                    ApiError::InvalidRequest(
+                        "the token signing secret is not available to check this token".into(),
+                    )
                 })?;
                 let claims = self.accounts.revoke_token(tokens, &token).await?;
-                ok(&serde_json::json!({"message": "Token revoked.", "token_id": claims.jti, "user_id": claims.sub}))
+                ok(
+                    &serde_json::json!({"message": "Token revoked.", "token_id": claims.jti, "user_id": claims.sub}),
+                )
             }
             (_, ["admin", ..]) => Err(ApiError::NotFound),
             _ => Err(ApiError::NotFound),
@@ -154,7 +189,9 @@ impl ServeHttp for AdminApi {
         if let Some(challenge) = &reply.www_authenticate {
             builder = builder.header(http::header::WWW_AUTHENTICATE, challenge);
         }
-        builder.body(reply.body).unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
+        builder
+            .body(reply.body)
+            .unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
     }
 }
 
@@ -163,17 +200,25 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ADMIN_BODY => {
-                return Err(ApiError::BodyTooLarge { limit: MAX_ADMIN_BODY })
+                return Err(ApiError::BodyTooLarge {
+                    limit: MAX_ADMIN_BODY,
+                })
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => return Ok(body),
-            Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
+            Err(_) => {
+                return Err(ApiError::InvalidRequest(
+                    "the request body could not be read".into(),
+                ))
+            }
         }
     }
 }
 
 fn email_param(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "email").map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "email")
+        .map(|(_, v)| v.into_owned())
 }
 
 fn user_id(raw: &str) -> Result<UserId, ApiError> {

@@ -64,12 +64,20 @@ impl Authenticator {
     }
 
     /// Verifies a token and checks it against revocations and the account.
-    pub async fn authenticate(&self, token: &str, kind: TokenKind) -> Result<Authenticated, ApiError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<Authenticated, ApiError> {
         let claims = self.tokens.verify(token, kind)?;
         if self.store.is_revoked(&claims.jti).await? {
             return Err(ApiError::TokenRevoked);
         }
-        let user = self.store.user(claims.user_id()?).await?.ok_or(ApiError::AccountNotFound)?;
+        let user = self
+            .store
+            .user(claims.user_id()?)
+            .await?
+            .ok_or(ApiError::AccountNotFound)?;
         if user.blocked {
             return Err(ApiError::AccountBlocked);
         }
@@ -86,13 +94,21 @@ impl Authenticator {
     }
 
     /// Applies a route's rule. `Ok(None)` forwards the request anonymously.
-    pub async fn decide(&self, headers: &HeaderMap, rule: Rule) -> Result<Option<Identity>, ApiError> {
+    pub async fn decide(
+        &self,
+        headers: &HeaderMap,
+        rule: Rule,
+    ) -> Result<Option<Identity>, ApiError> {
         match rule.policy {
             Policy::Deny => Err(ApiError::AccessDenied),
             Policy::Public => Ok(None),
             Policy::Optional => match bearer_token(headers)? {
                 None => Ok(None),
-                Some(token) => Ok(Some(self.authenticate(token, TokenKind::Access).await?.identity())),
+                Some(token) => Ok(Some(
+                    self.authenticate(token, TokenKind::Access)
+                        .await?
+                        .identity(),
+                )),
             },
             Policy::Any | Policy::Fresh | Policy::Admin => {
                 let auth = self.require_access(headers).await?;
@@ -115,12 +131,19 @@ impl Authenticator {
 /// any scheme but `Bearer` or an empty token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Ok(None) };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(ApiError::DuplicateAuthorization);
     }
-    let value = value.to_str().map_err(|_| ApiError::MalformedAuthorization)?.trim();
-    let (scheme, token) = value.split_once(' ').ok_or(ApiError::MalformedAuthorization)?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::MalformedAuthorization)?
+        .trim();
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(ApiError::MalformedAuthorization)?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
         return Err(ApiError::MalformedAuthorization);
@@ -143,11 +166,28 @@ mod tests {
     #[test]
     fn bearer_header_parsing() {
         assert_eq!(bearer_token(&headers(&[])), Ok(None));
-        assert_eq!(bearer_token(&headers(&["Bearer abc.def.ghi"])), Ok(Some("abc.def.ghi")));
+        assert_eq!(
+            bearer_token(&headers(&["Bearer abc.def.ghi"])),
+            Ok(Some("abc.def.ghi"))
+        );
         assert_eq!(bearer_token(&headers(&["bearer   abc"])), Ok(Some("abc")));
-        for bad in ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "abc.def.ghi", "Bearer a b"] {
-            assert_eq!(bearer_token(&headers(&[bad])), Err(ApiError::MalformedAuthorization), "{bad:?}");
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Basic dXNlcjpwYXNz",
+            "abc.def.ghi",
+            "Bearer a b",
+        ] {
+            assert_eq!(
+                bearer_token(&headers(&[bad])),
+                Err(ApiError::MalformedAuthorization),
+                "{bad:?}"
+            );
         }
-        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(ApiError::DuplicateAuthorization));
+        assert_eq!(
+            bearer_token(&headers(&["Bearer a", "Bearer b"])),
+            Err(ApiError::DuplicateAuthorization)
+        );
     }
 }

@@ -24,10 +24,20 @@ use crate::store::{SledStore, StoreError};
 use crate::tokens::TokenService;
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about = "An authentication gateway built on pingora")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An authentication gateway built on pingora"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, env = "GATEHOUSE_CONFIG", default_value = "/etc/gatehouse/gatehouse.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GATEHOUSE_CONFIG",
+        default_value = "/etc/gatehouse/gatehouse.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -119,7 +129,10 @@ fn check_config(path: &Path) -> Result<(), String> {
         config.routes.default_rule().policy,
         config.upstream.addresses
     );
-    for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
+    for (what, source) in [
+        ("tokens", &config.tokens.secret),
+        ("admin", &config.admin.token),
+    ] {
         if let Err(e) = source.load() {
             println!("note: {what}: {e} (needed by `gatehouse serve`)");
         }
@@ -130,26 +143,55 @@ fn check_config(path: &Path) -> Result<(), String> {
 fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let admin = AdminClient::connect(config_path)?;
     let (method, path, body) = match &command {
-        UserCommand::Add { email, username, admin: is_admin } => {
+        UserCommand::Add {
+            email,
+            username,
+            admin: is_admin,
+        } => {
             let password = read_password()?;
-            (Method::POST, "/admin/users".to_owned(), json!({"email": email, "username": username, "password": password, "is_admin": is_admin}))
+            (
+                Method::POST,
+                "/admin/users".to_owned(),
+                json!({"email": email, "username": username, "password": password, "is_admin": is_admin}),
+            )
         }
         UserCommand::List => (Method::GET, "/admin/users".to_owned(), Value::Null),
         UserCommand::Show { user } => (Method::GET, admin.user_path(user)?, Value::Null),
-        UserCommand::SetAdmin { user, admin: flag } => (Method::PATCH, admin.user_path(user)?, json!({"is_admin": flag})),
-        UserCommand::Block { user } => (Method::PATCH, admin.user_path(user)?, json!({"blocked": true})),
-        UserCommand::Unblock { user } => (Method::PATCH, admin.user_path(user)?, json!({"blocked": false})),
+        UserCommand::SetAdmin { user, admin: flag } => (
+            Method::PATCH,
+            admin.user_path(user)?,
+            json!({"is_admin": flag}),
+        ),
+        UserCommand::Block { user } => (
+            Method::PATCH,
+            admin.user_path(user)?,
+            json!({"blocked": true}),
+        ),
+        UserCommand::Unblock { user } => (
+            Method::PATCH,
+            admin.user_path(user)?,
+            json!({"blocked": false}),
+        ),
         UserCommand::Delete { user } => (Method::DELETE, admin.user_path(user)?, Value::Null),
     };
     let answer = admin.call(method, &path, &body)?;
     if matches!(command, UserCommand::List) {
         let users: Vec<UserView> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
-        println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
+        println!(
+            "{:>6}  {:<32} {:<20} {:<5} {:<7}",
+            "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED"
+        );
         for u in users {
-            println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
+            println!(
+                "{:>6}  {:<32} {:<20} {:<5} {:<7}",
+                u.id, u.email, u.username, u.is_admin, u.blocked
+            );
         }
     } else {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -159,15 +201,24 @@ fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), Stri
     let answer = match command {
         RevokeCommand::Token => {
             let mut token = String::new();
-            std::io::stdin().read_to_string(&mut token).map_err(|e| format!("cannot read the token from stdin: {e}"))?;
-            admin.call(Method::POST, "/admin/revoke", &json!({"token": token.trim()}))?
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            admin.call(
+                Method::POST,
+                "/admin/revoke",
+                &json!({"token": token.trim()}),
+            )?
         }
         RevokeCommand::User { user } => {
             let path = format!("{}/revoke-tokens", admin.user_path(&user)?);
             admin.call(Method::POST, &path, &Value::Null)?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -182,7 +233,10 @@ fn read_password() -> Result<String, String> {
         Ok(first)
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
 }
@@ -190,8 +244,15 @@ fn read_password() -> Result<String, String> {
 /// Runs admin operations in-process on the store, or over HTTP against the
 /// gateway that holds it.
 enum AdminClient {
-    Local { api: AdminApi, runtime: tokio::runtime::Runtime },
-    Remote { base: String, token: crate::config::Secret, http: reqwest::blocking::Client },
+    Local {
+        api: AdminApi,
+        runtime: tokio::runtime::Runtime,
+    },
+    Remote {
+        base: String,
+        token: crate::config::Secret,
+        http: reqwest::blocking::Client,
+    },
 }
 
 impl AdminClient {
@@ -200,7 +261,12 @@ impl AdminClient {
         match SledStore::open(&config.store.path) {
             Ok(store) => {
                 let passwords = Passwords::new(&config.passwords)?;
-                let tokens = config.tokens.secret.load().ok().map(|s| Arc::new(TokenService::new(&config.tokens, &s)));
+                let tokens = config
+                    .tokens
+                    .secret
+                    .load()
+                    .ok()
+                    .map(|s| Arc::new(TokenService::new(&config.tokens, &s)));
                 let api = AdminApi::new(Accounts::new(Arc::new(store), passwords), tokens, None);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -217,7 +283,11 @@ impl AdminClient {
                     .timeout(std::time::Duration::from_secs(30))
                     .build()
                     .map_err(|e| e.to_string())?;
-                Ok(AdminClient::Remote { base: format!("http://{}", config.admin.listen), token, http })
+                Ok(AdminClient::Remote {
+                    base: format!("http://{}", config.admin.listen),
+                    token,
+                    http,
+                })
             }
             Err(e) => Err(e.to_string()),
         }
@@ -228,14 +298,24 @@ impl AdminClient {
         if user.parse::<u64>().is_ok() {
             return Ok(format!("/admin/users/{user}"));
         }
-        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("email", user).finish();
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("email", user)
+            .finish();
         let found = self.call(Method::GET, &format!("/admin/users?{query}"), &Value::Null)?;
-        let id = found.get(0).and_then(|u| u.get("id")).and_then(Value::as_u64).ok_or("no user has this email")?;
+        let id = found
+            .get(0)
+            .and_then(|u| u.get("id"))
+            .and_then(Value::as_u64)
+            .ok_or("no such user")?;
         Ok(format!("/admin/users/{id}"))
     }
 
     fn call(&self, method: Method, path_and_query: &str, body: &Value) -> Result<Value, String> {
-        let body_bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let body_bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
         let (status, bytes) = match self {
             AdminClient::Local { api, runtime } => {
                 let (path, query) = match path_and_query.split_once('?') {
@@ -255,14 +335,22 @@ impl AdminClient {
                     .body(body_bytes)
                     .send()
                     .map_err(|e| format!("the store is in use by another process, and no gateway admin API answers at {base}: {e}"))?;
-                (response.status(), response.bytes().map_err(|e| e.to_string())?.to_vec())
+                (
+                    response.status(),
+                    response.bytes().map_err(|e| e.to_string())?.to_vec(),
+                )
             }
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer ({status}): {e}"))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("unexpected answer ({status}): {e}"))?;
         if status.is_success() {
             Ok(value)
         } else {
-            Err(value.get("message").and_then(Value::as_str).unwrap_or("the operation failed").to_owned())
+            Err(value
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the operation failed")
+                .to_owned())
         }
     }
 }

@@ -26,13 +26,21 @@ pub struct Reply {
 impl Reply {
     pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, www_authenticate: None },
+            Ok(body) => Reply {
+                status,
+                body,
+                www_authenticate: None,
+            },
             Err(_) => Reply::error(&ApiError::Internal),
         }
     }
 
     pub fn error(error: &ApiError) -> Reply {
-        Reply { status: error.status(), body: error.body(), www_authenticate: error.www_authenticate() }
+        Reply {
+            status: error.status(),
+            body: error.body(),
+            www_authenticate: error.www_authenticate(),
+        }
     }
 
     fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
@@ -99,7 +107,11 @@ pub struct BuiltIns {
 
 impl BuiltIns {
     pub fn new(paths: EndpointConfig, auth: Arc<Authenticator>, accounts: Accounts) -> Self {
-        BuiltIns { paths, auth, accounts }
+        BuiltIns {
+            paths,
+            auth,
+            accounts,
+        }
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -126,7 +138,13 @@ impl BuiltIns {
         }
     }
 
-    pub async fn handle(&self, endpoint: Endpoint, method: &Method, headers: &HeaderMap, body: &[u8]) -> Reply {
+    pub async fn handle(
+        &self,
+        endpoint: Endpoint,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Reply {
         let allowed = match endpoint {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
             _ => *method == Method::POST,
@@ -135,14 +153,20 @@ impl BuiltIns {
             return Reply::error(&ApiError::MethodNotAllowed(method.to_string()));
         }
         match endpoint {
-            Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
+            Endpoint::Register => {
+                Reply::from_result(StatusCode::CREATED, self.register(body).await)
+            }
             Endpoint::Login => Reply::from_result(StatusCode::OK, self.login(body).await),
             Endpoint::Refresh => Reply::from_result(StatusCode::OK, self.refresh(headers).await),
-            Endpoint::Logout => Reply::from_result(StatusCode::OK, self.logout(headers, body).await),
+            Endpoint::Logout => {
+                Reply::from_result(StatusCode::OK, self.logout(headers, body).await)
+            }
             Endpoint::User(id) if *method == Method::GET => {
                 Reply::from_result(StatusCode::OK, self.show_user(headers, id).await)
             }
-            Endpoint::User(id) => Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await),
+            Endpoint::User(id) => {
+                Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await)
+            }
         }
     }
 
@@ -156,16 +180,32 @@ impl BuiltIns {
             username: String,
             password: String,
         }
-        let Public { email, username, password } = parse_json(body)?;
+        let Public {
+            email,
+            username,
+            password,
+        } = parse_json(body)?;
         // Self-registration never creates administrators.
-        self.accounts.create(Registration { email, username, password, is_admin: false }).await
+        self.accounts
+            .create(Registration {
+                email,
+                username,
+                password,
+                is_admin: false,
+            })
+            .await
     }
 
     async fn login(&self, body: &[u8]) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
         let user = self.accounts.store().user_by_email(&email).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        if !self.accounts.passwords().verify(password, stored_hash).await {
+        if !self
+            .accounts
+            .passwords()
+            .verify(password, stored_hash)
+            .await
+        {
             tracing::info!(outcome = "invalid_credentials", "login refused");
             return Err(ApiError::InvalidCredentials);
         }
@@ -213,21 +253,33 @@ impl BuiltIns {
             Some(token) => match self.auth.tokens().verify(&token, TokenKind::Refresh) {
                 Ok(claims) if claims.sub == auth.claims.sub => Some(claims),
                 Ok(_) => {
-                    return Err(ApiError::InvalidRequest("refresh_token belongs to another account".into()))
+                    return Err(ApiError::InvalidRequest(
+                        "refresh_token belongs to another account".into(),
+                    ))
                 }
                 // Already expired: nothing left to revoke.
                 Err(ApiError::TokenExpired) => None,
-                Err(_) => return Err(ApiError::InvalidRequest("refresh_token is not a valid refresh token".into())),
+                Err(_) => {
+                    return Err(ApiError::InvalidRequest(
+                        "refresh_token is not a valid refresh token".into(),
+                    ))
+                }
             },
         };
         self.accounts.revoke(&auth.claims).await?;
         if let Some(claims) = refresh_claims {
             self.accounts.revoke(&claims).await?;
         }
-        Ok(Message { message: "Logged out." })
+        Ok(Message {
+            message: "Logged out.",
+        })
     }
 
-    async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
+    async fn show_user(
+        &self,
+        headers: &HeaderMap,
+        id: Option<UserId>,
+    ) -> Result<UserView, ApiError> {
         let auth = self.auth.require_access(headers).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id && !auth.is_admin() {
@@ -236,7 +288,11 @@ impl BuiltIns {
         self.accounts.show(id).await
     }
 
-    async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
+    async fn delete_user(
+        &self,
+        headers: &HeaderMap,
+        id: Option<UserId>,
+    ) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
         if !auth.is_admin() {
             return Err(ApiError::AdminRequired);
@@ -244,8 +300,12 @@ impl BuiltIns {
         if !auth.claims.fresh {
             return Err(ApiError::FreshTokenRequired);
         }
-        self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
-        Ok(Message { message: "User deleted." })
+        self.accounts
+            .delete(id.ok_or(ApiError::UserNotFound)?)
+            .await?;
+        Ok(Message {
+            message: "User deleted.",
+        })
     }
 }
 

@@ -48,7 +48,7 @@ pub enum ApiError {
     EmailTaken,
     #[error("registration is switched off on this gateway")]
     RegistrationDisabled,
-    #[error("no user has this id")]
+    #[error("no such user")]
     UserNotFound,
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
@@ -70,9 +70,17 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MissingToken | MalformedAuthorization | InvalidToken | TokenExpired
-            | TokenNotYetValid | TokenRevoked | AccessTokenRequired | RefreshTokenRequired
-            | FreshTokenRequired | AccountNotFound | InvalidCredentials => StatusCode::UNAUTHORIZED,
+            MissingToken
+            | MalformedAuthorization
+            | InvalidToken
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenRevoked
+            | AccessTokenRequired
+            | RefreshTokenRequired
+            | FreshTokenRequired
+            | AccountNotFound
+            | InvalidCredentials => StatusCode::UNAUTHORIZED,
             DuplicateAuthorization | InvalidJson(_) | InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AdminRequired | AccountBlocked | AccessDenied | NotYourAccount
             | RegistrationDisabled => StatusCode::FORBIDDEN,
@@ -135,8 +143,13 @@ impl ApiError {
             error: &'a str,
             message: String,
         }
-        serde_json::to_vec(&Body { error: self.code(), message: self.message() })
-            .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
+        serde_json::to_vec(&Body {
+            error: self.code(),
+            message: self.message(),
+        })
+        .unwrap_or_else(|_| {
+            br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec()
+        })
     }
 
     /// Extra response headers this refusal carries (RFC 6750 on 401s).

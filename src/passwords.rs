@@ -31,11 +31,22 @@ struct Inner {
 
 impl Passwords {
     pub fn new(config: &PasswordConfig) -> Result<Self, String> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
-        Ok(Passwords { inner: Arc::new(Inner { argon2, dummy_hash, min_length: config.min_length }) })
+        Ok(Passwords {
+            inner: Arc::new(Inner {
+                argon2,
+                dummy_hash,
+                min_length: config.min_length,
+            }),
+        })
     }
 
     /// Checks a new password against the length rules.
@@ -76,9 +87,14 @@ impl Passwords {
         tokio::task::spawn_blocking(move || {
             let known = stored.is_some();
             let phc = stored.unwrap_or_else(|| inner.dummy_hash.clone());
-            let Ok(parsed) = PasswordHash::new(&phc) else { return false };
+            let Ok(parsed) = PasswordHash::new(&phc) else {
+                return false;
+            };
             // Verification uses the parameters recorded in the stored hash.
-            let ok = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok();
+            let ok = inner
+                .argon2
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
             ok && known
         })
         .await
@@ -93,7 +109,10 @@ impl Passwords {
 
 fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -101,7 +120,13 @@ mod tests {
     use super::*;
 
     fn passwords() -> Passwords {
-        Passwords::new(&PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1, min_length: 8 }).unwrap()
+        Passwords::new(&PasswordConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            min_length: 8,
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -111,7 +136,10 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(p.verify("correct horse".into(), Some(hash.clone())).await);
         assert!(!p.verify("wrong horse".into(), Some(hash)).await);
-        assert!(!p.verify("gatehouse dummy password for timing".into(), None).await);
+        assert!(
+            !p.verify("gatehouse dummy password for timing".into(), None)
+                .await
+        );
     }
 
     #[test]

@@ -114,15 +114,21 @@ impl PathPattern {
                 if body.len() <= 1 {
                     continue;
                 }
-                return Err(format!("path pattern `{pattern}` has an empty segment (`//` or a trailing `/`)"));
+                return Err(format!(
+                    "path pattern `{pattern}` has an empty segment (`//` or a trailing `/`)"
+                ));
             }
             if raw.contains("**") {
-                return Err(format!("path pattern `{pattern}`: `**` is only allowed as the last segment, as `/**`"));
+                return Err(format!(
+                    "path pattern `{pattern}`: `**` is only allowed as the last segment, as `/**`"
+                ));
             }
             if raw.starts_with('{') && raw.ends_with('}') {
                 let name = &raw[1..raw.len() - 1];
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("path pattern `{pattern}`: `{raw}` is not a valid parameter name"));
+                    return Err(format!(
+                        "path pattern `{pattern}`: `{raw}` is not a valid parameter name"
+                    ));
                 }
                 segments.push(Segment::Param);
             } else if raw.contains(['{', '}', '*', '?', '#', '%']) {
@@ -133,7 +139,11 @@ impl PathPattern {
                 segments.push(Segment::Literal(raw.to_owned()));
             }
         }
-        Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
+        Ok(PathPattern {
+            source: pattern.to_owned(),
+            segments,
+            prefix,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -144,7 +154,9 @@ impl PathPattern {
     pub fn matches(&self, path: &str) -> bool {
         let mut parts = path.split('/').skip(1).filter(|s| !s.is_empty());
         for segment in &self.segments {
-            let Some(part) = parts.next() else { return false };
+            let Some(part) = parts.next() else {
+                return false;
+            };
             if let Segment::Literal(lit) = segment {
                 if lit != part {
                     return false;
@@ -225,19 +237,29 @@ impl RouteTable {
                 .then_with(|| a.methods.is_empty().cmp(&b.methods.is_empty()))
                 .then_with(|| a.index.cmp(&b.index))
         });
-        RouteTable { routes, default_rule }
+        RouteTable {
+            routes,
+            default_rule,
+        }
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Matched<'_> {
         // HEAD is answered like GET by every upstream, so it follows GET's rule
         // unless a route names HEAD itself.
-        let found = self
-            .routes
-            .iter()
-            .find(|r| r.pattern.matches(path) && (r.allows(method) || (method == http::Method::HEAD && r.allows(&http::Method::GET))));
+        let found = self.routes.iter().find(|r| {
+            r.pattern.matches(path)
+                && (r.allows(method)
+                    || (method == http::Method::HEAD && r.allows(&http::Method::GET)))
+        });
         match found {
-            Some(route) => Matched { rule: route.rule, route: Some(route) },
-            None => Matched { rule: self.default_rule, route: None },
+            Some(route) => Matched {
+                rule: route.rule,
+                route: Some(route),
+            },
+            None => Matched {
+                rule: self.default_rule,
+                route: None,
+            },
         }
     }
 
@@ -263,13 +285,22 @@ mod tests {
         Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
-            rule: Rule { policy, require_fresh: false },
+            rule: Rule {
+                policy,
+                require_fresh: false,
+            },
             index,
         }
     }
 
     fn table(routes: Vec<Route>) -> RouteTable {
-        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false })
+        RouteTable::new(
+            routes,
+            Rule {
+                policy: Policy::Deny,
+                require_fresh: false,
+            },
+        )
     }
 
     #[test]
@@ -289,7 +320,9 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for bad in ["item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*"] {
+        for bad in [
+            "item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -306,10 +339,16 @@ mod tests {
         let get = Method::GET;
         assert_eq!(t.lookup(&get, "/item/special").rule.policy, Policy::Admin);
         assert_eq!(t.lookup(&get, "/item/chair").rule.policy, Policy::Any);
-        assert_eq!(t.lookup(&Method::POST, "/item/chair").rule.policy, Policy::Fresh);
+        assert_eq!(
+            t.lookup(&Method::POST, "/item/chair").rule.policy,
+            Policy::Fresh
+        );
         assert_eq!(t.lookup(&get, "/item/a/b").rule.policy, Policy::Public);
         assert_eq!(t.lookup(&get, "/other").rule.policy, Policy::Deny);
-        assert_eq!(t.lookup(&Method::HEAD, "/item/chair").rule.policy, Policy::Any);
+        assert_eq!(
+            t.lookup(&Method::HEAD, "/item/chair").rule.policy,
+            Policy::Any
+        );
     }
 
     #[test]

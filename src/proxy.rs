@@ -45,7 +45,14 @@ impl Gateway {
         upstream: UpstreamConfig,
     ) -> Self {
         let identity_headers = IDENTITY_FIELDS.map(|f| format!("{}{f}", upstream.identity_prefix));
-        Gateway { routes, auth, builtins, upstreams, upstream, identity_headers }
+        Gateway {
+            routes,
+            auth,
+            builtins,
+            upstreams,
+            upstream,
+            identity_headers,
+        }
     }
 }
 
@@ -70,7 +77,11 @@ impl ProxyHttp for Gateway {
 
         if let Some(endpoint) = self.builtins.route(&path) {
             let reply = match read_body(session, self.builtins.max_body_bytes()).await {
-                Ok(body) => self.builtins.handle(endpoint, &method, &session.req_header().headers, &body).await,
+                Ok(body) => {
+                    self.builtins
+                        .handle(endpoint, &method, &session.req_header().headers, &body)
+                        .await
+                }
                 Err(e) => Reply::error(&e),
             };
             write_reply(session, &reply).await?;
@@ -78,7 +89,11 @@ impl ProxyHttp for Gateway {
         }
 
         let matched = self.routes.lookup(&method, &path);
-        match self.auth.decide(&session.req_header().headers, matched.rule).await {
+        match self
+            .auth
+            .decide(&session.req_header().headers, matched.rule)
+            .await
+        {
             Ok(identity) => {
                 ctx.identity = identity;
                 Ok(false)
@@ -91,7 +106,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let backend = self
             .upstreams
             .select(b"", 256)
@@ -149,7 +168,10 @@ fn bool_str(value: bool) -> &'static str {
 /// Header values can't hold control characters; usernames are checked at
 /// registration, but stay defensive about what reaches the wire.
 fn header_safe(value: &str) -> String {
-    value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Reads a built-in endpoint's body, refusing more than `limit` bytes.
@@ -175,7 +197,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ApiEr
             Ok(None) => return Ok(body),
             Err(e) => {
                 tracing::debug!(error = %e, "reading a request body failed");
-                return Err(ApiError::InvalidRequest("the request body could not be read".into()));
+                return Err(ApiError::InvalidRequest(
+                    "the request body could not be read".into(),
+                ));
             }
         }
     }
@@ -190,6 +214,10 @@ pub async fn write_reply(session: &mut Session, reply: &Reply) -> Result<()> {
     if let Some(challenge) = &reply.www_authenticate {
         header.insert_header(WWW_AUTHENTICATE, challenge.as_str())?;
     }
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true).await
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true)
+        .await
 }

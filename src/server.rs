@@ -54,8 +54,9 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     let tokens = Arc::new(TokenService::new(&config.tokens, &token_secret));
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
 
-    let upstreams = LoadBalancer::try_from_iter(config.upstream.addresses.iter().map(|a| a.to_string()))
-        .map_err(|e| StartError::Upstreams(e.to_string()))?;
+    let upstreams =
+        LoadBalancer::try_from_iter(config.upstream.addresses.iter().map(|a| a.to_string()))
+            .map_err(|e| StartError::Upstreams(e.to_string()))?;
 
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -63,21 +64,46 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
-    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let builtins = BuiltIns::new(config.endpoints.clone(), Arc::clone(&auth), accounts.clone());
-    let gateway = Gateway::new(config.routes.clone(), Arc::clone(&auth), builtins, Arc::new(upstreams), config.upstream.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gatehouse proxy");
+    let builtins = BuiltIns::new(
+        config.endpoints.clone(),
+        Arc::clone(&auth),
+        accounts.clone(),
+    );
+    let gateway = Gateway::new(
+        config.routes.clone(),
+        Arc::clone(&auth),
+        builtins,
+        Arc::new(upstreams),
+        config.upstream.clone(),
+    );
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "gatehouse proxy",
+    );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
 
-    let mut admin = Service::new("gatehouse admin".to_owned(), AdminApi::new(accounts, Some(tokens), Some(admin_token)));
+    let mut admin = Service::new(
+        "gatehouse admin".to_owned(),
+        AdminApi::new(accounts, Some(tokens), Some(admin_token)),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
 
-    let purge = background_service("revocation purge", RevocationPurge { store: Arc::clone(&store) });
+    let purge = background_service(
+        "revocation purge",
+        RevocationPurge {
+            store: Arc::clone(&store),
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);

@@ -126,13 +126,12 @@ impl TokenService {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::InvalidToken);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
                 ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
                 _ => ApiError::InvalidToken,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         match (expected, claims.kind) {
             (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
@@ -143,7 +142,9 @@ impl TokenService {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn new_token_id() -> String {
@@ -160,9 +161,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, secret).unwrap();
-        let secret = SecretSource { env: None, file: Some(path), purpose: "test" }.load().unwrap();
+        let secret = SecretSource {
+            env: None,
+            file: Some(path),
+            purpose: "test",
+        }
+        .load()
+        .unwrap();
         let config = TokenConfig {
-            secret: SecretSource { env: None, file: None, purpose: "test" },
+            secret: SecretSource {
+                env: None,
+                file: None,
+                purpose: "test",
+            },
             issuer: "gatehouse".into(),
             audience: "gatehouse".into(),
             access_ttl: ttl,
@@ -196,7 +207,13 @@ mod tests {
         assert!(claims.fresh && claims.is_admin);
         assert_eq!((claims.sub.as_str(), claims.ver), ("7", 3));
         assert_eq!(claims.exp - claims.iat, 60);
-        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&claims.jti).unwrap().len(), 16);
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&claims.jti)
+                .unwrap()
+                .len(),
+            16
+        );
     }
 
     #[test]
@@ -204,25 +221,46 @@ mod tests {
         let svc = service_with(SECRET, Duration::from_secs(60));
         let refresh = svc.issue(&user(), TokenKind::Refresh, true).unwrap();
         assert!(!refresh.claims.fresh, "refresh tokens are never fresh");
-        assert_eq!(svc.verify(&refresh.token, TokenKind::Access), Err(ApiError::AccessTokenRequired));
+        assert_eq!(
+            svc.verify(&refresh.token, TokenKind::Access),
+            Err(ApiError::AccessTokenRequired)
+        );
         let access = svc.issue(&user(), TokenKind::Access, false).unwrap();
-        assert_eq!(svc.verify(&access.token, TokenKind::Refresh), Err(ApiError::RefreshTokenRequired));
+        assert_eq!(
+            svc.verify(&access.token, TokenKind::Refresh),
+            Err(ApiError::RefreshTokenRequired)
+        );
     }
 
     #[test]
     fn foreign_and_tampered_tokens_are_invalid() {
         let svc = service_with(SECRET, Duration::from_secs(60));
-        let other = service_with("another-secret-another-secret-another", Duration::from_secs(60));
+        let other = service_with(
+            "another-secret-another-secret-another",
+            Duration::from_secs(60),
+        );
         let token = other.issue(&user(), TokenKind::Access, true).unwrap().token;
-        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(
+            svc.verify(&token, TokenKind::Access),
+            Err(ApiError::InvalidToken)
+        );
         let good = svc.issue(&user(), TokenKind::Access, false).unwrap().token;
         let mut parts: Vec<&str> = good.split('.').collect();
-        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(br#"{"sub":"7","fresh":true}"#);
+        let forged =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"7","fresh":true}"#);
         parts[1] = &forged;
-        assert_eq!(svc.verify(&parts.join("."), TokenKind::Access), Err(ApiError::InvalidToken));
-        assert_eq!(svc.verify("not a token", TokenKind::Access), Err(ApiError::InvalidToken));
-        assert_eq!(svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(
+            svc.verify(&parts.join("."), TokenKind::Access),
+            Err(ApiError::InvalidToken)
+        );
+        assert_eq!(
+            svc.verify("not a token", TokenKind::Access),
+            Err(ApiError::InvalidToken)
+        );
+        assert_eq!(
+            svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access),
+            Err(ApiError::InvalidToken)
+        );
     }
 
     #[test]
@@ -231,6 +269,9 @@ mod tests {
         let mut claims = svc.issue(&user(), TokenKind::Access, true).unwrap().claims;
         claims.exp = now_unix() - 10;
         let token = jsonwebtoken::encode(&svc.header, &claims, &svc.encoding).unwrap();
-        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::TokenExpired));
+        assert_eq!(
+            svc.verify(&token, TokenKind::Access),
+            Err(ApiError::TokenExpired)
+        );
     }
 }

@@ -134,10 +134,20 @@ impl fmt::Debug for Secret {
 pub enum SecretError {
     #[error("no {purpose} is configured: {how}")]
     Missing { purpose: &'static str, how: String },
-    #[error("the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}")]
-    TooShort { purpose: &'static str, len: usize, how: String },
+    #[error(
+        "the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}"
+    )]
+    TooShort {
+        purpose: &'static str,
+        len: usize,
+        how: String,
+    },
     #[error("cannot read the {purpose} from {}: {source}", path.display())]
-    Unreadable { purpose: &'static str, path: PathBuf, source: std::io::Error },
+    Unreadable {
+        purpose: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl SecretSource {
@@ -158,14 +168,19 @@ impl SecretSource {
                 source,
             })?
         } else if let Some(var) = &self.env {
-            std::env::var_os(var).map(|v| v.into_encoded_bytes()).unwrap_or_default()
+            std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
         // A trailing newline from `echo` or an editor is not part of the secret.
         let trimmed = raw.trim_ascii().to_vec();
         if trimmed.is_empty() {
-            return Err(SecretError::Missing { purpose: self.purpose, how: self.how_to_make() });
+            return Err(SecretError::Missing {
+                purpose: self.purpose,
+                how: self.how_to_make(),
+            });
         }
         if trimmed.len() < MIN_SECRET_BYTES {
             return Err(SecretError::TooShort {
@@ -194,7 +209,12 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let locate = |span: Option<Range<usize>>, message: String| {
             let (line, column) = span.map_or((0, 0), |s| line_and_column(text, s.start));
-            ConfigError { file: path.to_owned(), line, column, message }
+            ConfigError {
+                file: path.to_owned(),
+                line,
+                column,
+                message,
+            }
         };
         let model: FileConfig =
             toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_owned()))?;
@@ -204,18 +224,32 @@ impl Config {
     }
 
     fn from_file_model(model: FileConfig, path: &Path, base: &Path) -> Result<Config, Invalid> {
-        let FileConfig { server, admin, upstream, tokens, store, passwords, endpoints, policy, routes } =
-            model;
+        let FileConfig {
+            server,
+            admin,
+            upstream,
+            tokens,
+            store,
+            passwords,
+            endpoints,
+            policy,
+            routes,
+        } = model;
 
         let listen = match server.listen {
             Some(list) if list.is_empty() => {
-                return Err(Invalid { span: 0..0, message: "server.listen must name at least one address".into() })
+                return Err(Invalid {
+                    span: 0..0,
+                    message: "server.listen must name at least one address".into(),
+                })
             }
             Some(list) => list.iter().map(socket_addr).collect::<Result<_, _>>()?,
             None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         };
         let threads = match server.threads {
-            Some(t) if *t.get_ref() == 0 => return Err(Invalid::at(&t, "server.threads must be at least 1")),
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(Invalid::at(&t, "server.threads must be at least 1"))
+            }
             Some(t) => t.into_inner(),
             None => 1,
         };
@@ -231,18 +265,31 @@ impl Config {
                 Some(addr) => socket_addr(addr)?,
                 None => SocketAddr::from(([127, 0, 0, 1], 9090)),
             },
-            token: secret_source(admin.token_env, admin.token_file, "GATEHOUSE_ADMIN_TOKEN", base, "admin API token"),
+            token: secret_source(
+                admin.token_env,
+                admin.token_file,
+                "GATEHOUSE_ADMIN_TOKEN",
+                base,
+                "admin API token",
+            ),
         };
 
         let upstream_span = upstream.span();
         let upstream = upstream.into_inner();
         if upstream.addresses.is_empty() {
-            return Err(Invalid { span: upstream_span, message: "upstream.addresses must name at least one upstream".into() });
+            return Err(Invalid {
+                span: upstream_span,
+                message: "upstream.addresses must name at least one upstream".into(),
+            });
         }
         let identity_prefix = match upstream.identity_header_prefix {
             Some(p) => {
                 let value = p.get_ref();
-                if value.len() < 2 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                if value.len() < 2
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
                     return Err(Invalid::at(&p, "upstream.identity_header_prefix must be letters, digits and `-`, e.g. \"X-Auth-\""));
                 }
                 value.to_ascii_lowercase()
@@ -250,7 +297,11 @@ impl Config {
             None => "x-auth-".to_owned(),
         };
         let upstream = UpstreamConfig {
-            addresses: upstream.addresses.iter().map(socket_addr).collect::<Result<_, _>>()?,
+            addresses: upstream
+                .addresses
+                .iter()
+                .map(socket_addr)
+                .collect::<Result<_, _>>()?,
             pass_authorization: upstream.pass_authorization.unwrap_or(false),
             identity_prefix,
             connect_timeout: duration_or(upstream.connect_timeout, Duration::from_secs(2))?,
@@ -258,7 +309,13 @@ impl Config {
         };
 
         let tokens = TokenConfig {
-            secret: secret_source(tokens.secret_env, tokens.secret_file, "GATEHOUSE_JWT_SECRET", base, "token signing secret"),
+            secret: secret_source(
+                tokens.secret_env,
+                tokens.secret_file,
+                "GATEHOUSE_JWT_SECRET",
+                base,
+                "token signing secret",
+            ),
             issuer: tokens.issuer.unwrap_or_else(|| "gatehouse".to_owned()),
             audience: tokens.audience.unwrap_or_else(|| "gatehouse".to_owned()),
             access_ttl: duration_or(tokens.access_ttl, Duration::from_secs(15 * 60))?,
@@ -266,7 +323,10 @@ impl Config {
             leeway: duration_or(tokens.leeway, Duration::from_secs(5))?,
         };
         if tokens.access_ttl.is_zero() || tokens.refresh_ttl.is_zero() {
-            return Err(Invalid { span: 0..0, message: "tokens.access_ttl and tokens.refresh_ttl must be longer than zero".into() });
+            return Err(Invalid {
+                span: 0..0,
+                message: "tokens.access_ttl and tokens.refresh_ttl must be longer than zero".into(),
+            });
         }
 
         let store = StoreConfig {
@@ -274,7 +334,12 @@ impl Config {
         };
 
         let passwords = PasswordConfig {
-            memory_kib: bounded(passwords.memory_kib, 19 * 1024, 8..=4 * 1024 * 1024, "passwords.memory_kib")?,
+            memory_kib: bounded(
+                passwords.memory_kib,
+                19 * 1024,
+                8..=4 * 1024 * 1024,
+                "passwords.memory_kib",
+            )?,
             iterations: bounded(passwords.iterations, 2, 1..=100, "passwords.iterations")?,
             parallelism: bounded(passwords.parallelism, 1, 1..=64, "passwords.parallelism")?,
             min_length: passwords.min_length.unwrap_or(8),
@@ -282,8 +347,15 @@ impl Config {
 
         let endpoint = |value: Option<Spanned<String>>, default: &str| -> Result<String, Invalid> {
             match value {
-                Some(v) if !v.get_ref().starts_with('/') || v.get_ref().len() < 2 || v.get_ref().ends_with('/') => {
-                    Err(Invalid::at(&v, "endpoint paths start with `/` and do not end with one, e.g. \"/login\""))
+                Some(v)
+                    if !v.get_ref().starts_with('/')
+                        || v.get_ref().len() < 2
+                        || v.get_ref().ends_with('/') =>
+                {
+                    Err(Invalid::at(
+                        &v,
+                        "endpoint paths start with `/` and do not end with one, e.g. \"/login\"",
+                    ))
                 }
                 Some(v) => Ok(v.into_inner()),
                 None => Ok(default.to_owned()),
@@ -291,7 +363,10 @@ impl Config {
         };
         let max_body_bytes = match endpoints.max_body_bytes {
             Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1024 * 1024 => {
-                return Err(Invalid::at(&v, "endpoints.max_body_bytes must be between 1 and 1048576"))
+                return Err(Invalid::at(
+                    &v,
+                    "endpoints.max_body_bytes must be between 1 and 1048576",
+                ))
             }
             Some(v) => v.into_inner(),
             None => 16 * 1024,
@@ -307,15 +382,26 @@ impl Config {
         };
 
         let default_rule = match policy.default {
-            Some(p) => Rule { policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?, require_fresh: false },
-            None => Rule { policy: Policy::Deny, require_fresh: false },
+            Some(p) => Rule {
+                policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
+                require_fresh: false,
+            },
+            None => Rule {
+                policy: Policy::Deny,
+                require_fresh: false,
+            },
         };
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, entry) in routes.into_iter().enumerate() {
             let entry_span = entry.span();
             let entry = entry.into_inner();
-            let pattern = PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
-            let policy: Policy = entry.policy.get_ref().parse().map_err(|m| Invalid::at(&entry.policy, m))?;
+            let pattern = PathPattern::parse(entry.path.get_ref())
+                .map_err(|m| Invalid::at(&entry.path, m))?;
+            let policy: Policy = entry
+                .policy
+                .get_ref()
+                .parse()
+                .map_err(|m| Invalid::at(&entry.policy, m))?;
             if entry.fresh && policy != Policy::Admin {
                 return Err(Invalid {
                     span: entry_span,
@@ -327,11 +413,30 @@ impl Config {
                 let upper = m.get_ref().to_ascii_uppercase();
                 let known = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
                 if !known.contains(&upper.as_str()) {
-                    return Err(Invalid::at(m, format!("unknown method `{}`: expected one of {}", m.get_ref(), known.join(", "))));
+                    return Err(Invalid::at(
+                        m,
+                        format!(
+                            "unknown method `{}`: expected one of {}",
+                            m.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
                 }
-                methods.push(upper.parse().map_err(|_| Invalid::at(m, "invalid method"))?);
+                methods.push(
+                    upper
+                        .parse()
+                        .map_err(|_| Invalid::at(m, "invalid method"))?,
+                );
             }
-            compiled.push(Route { pattern, methods, rule: Rule { policy, require_fresh: entry.fresh }, index });
+            compiled.push(Route {
+                pattern,
+                methods,
+                rule: Rule {
+                    policy,
+                    require_fresh: entry.fresh,
+                },
+                index,
+            });
         }
 
         Ok(Config {
@@ -356,21 +461,36 @@ struct Invalid {
 
 impl Invalid {
     fn at<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
-        Invalid { span: value.span(), message: message.into() }
+        Invalid {
+            span: value.span(),
+            message: message.into(),
+        }
     }
 }
 
 fn socket_addr(value: &Spanned<String>) -> Result<SocketAddr, Invalid> {
-    value
-        .get_ref()
-        .parse()
-        .map_err(|_| Invalid::at(value, format!("`{}` is not an IP:port address, e.g. \"127.0.0.1:8080\"", value.get_ref())))
+    value.get_ref().parse().map_err(|_| {
+        Invalid::at(
+            value,
+            format!(
+                "`{}` is not an IP:port address, e.g. \"127.0.0.1:8080\"",
+                value.get_ref()
+            ),
+        )
+    })
 }
 
 fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Invalid> {
     match value {
-        Some(v) => humantime::parse_duration(v.get_ref())
-            .map_err(|e| Invalid::at(&v, format!("`{}` is not a duration like \"15m\" or \"30d\": {e}", v.get_ref()))),
+        Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
+            Invalid::at(
+                &v,
+                format!(
+                    "`{}` is not a duration like \"15m\" or \"30d\": {e}",
+                    v.get_ref()
+                ),
+            )
+        }),
         None => Ok(default),
     }
 }
@@ -382,9 +502,14 @@ fn bounded(
     key: &str,
 ) -> Result<u32, Invalid> {
     match value {
-        Some(v) if !range.contains(v.get_ref()) => {
-            Err(Invalid::at(&v, format!("{key} must be between {} and {}", range.start(), range.end())))
-        }
+        Some(v) if !range.contains(v.get_ref()) => Err(Invalid::at(
+            &v,
+            format!(
+                "{key} must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        )),
         Some(v) => Ok(v.into_inner()),
         None => Ok(default),
     }
@@ -437,7 +562,10 @@ access_ttl = "15m"
         assert!(!c.upstream.pass_authorization);
         assert_eq!(c.upstream.identity_prefix, "x-auth-");
         assert_eq!(c.store.path, Path::new("/etc/gatehouse/gatehouse-data"));
-        assert_eq!(c.routes.lookup(&http::Method::GET, "/x").rule.policy, Policy::Deny);
+        assert_eq!(
+            c.routes.lookup(&http::Method::GET, "/x").rule.policy,
+            Policy::Deny
+        );
     }
 
     #[test]
@@ -450,9 +578,13 @@ access_ttl = "15m"
         let err = parse("[upstream]\naddresses = [\"localhost\"]\n[tokens]\n").unwrap_err();
         assert_eq!((err.line, err.column), (2, 14), "{err}");
 
-        let err = parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
+        let err =
+            parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
         assert_eq!(err.line, 4, "{err}");
-        assert!(err.to_string().starts_with("/etc/gatehouse/test.toml:4:"), "{err}");
+        assert!(
+            err.to_string().starts_with("/etc/gatehouse/test.toml:4:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -460,19 +592,30 @@ access_ttl = "15m"
         assert!(parse(&MINIMAL.replace("15m", "fifteen")).is_err());
         let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/**/b\"\npolicy = \"any\"\n");
         assert!(parse(&text).unwrap_err().message.contains("**"));
-        let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
-        assert!(parse(&text).unwrap_err().message.contains("only applies to admin"));
+        let text =
+            format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
+        assert!(parse(&text)
+            .unwrap_err()
+            .message
+            .contains("only applies to admin"));
     }
 
     #[test]
     fn secrets_are_checked_for_length_and_hidden_from_debug() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let source = SecretSource { env: None, file: Some(path.clone()), purpose: "token signing secret" };
+        let source = SecretSource {
+            env: None,
+            file: Some(path.clone()),
+            purpose: "token signing secret",
+        };
         assert!(matches!(source.load(), Err(SecretError::Unreadable { .. })));
         std::fs::write(&path, "short\n").unwrap();
         let err = source.load().unwrap_err().to_string();
-        assert!(err.contains("at least 32") && err.contains("/dev/urandom"), "{err}");
+        assert!(
+            err.contains("at least 32") && err.contains("/dev/urandom"),
+            "{err}"
+        );
         std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
         let secret = source.load().unwrap();
         assert_eq!(secret.expose().len(), 32);

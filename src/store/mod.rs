@@ -69,7 +69,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn users(&self) -> Result<Vec<User>, StoreError>;
     /// Applies a change durably; `None` if the user does not exist.
-    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError>;
+    async fn change_user(&self, id: UserId, change: UserChange)
+        -> Result<Option<User>, StoreError>;
     /// Deletes durably; `false` if the user did not exist.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
     /// Records a revoked token id until `expires_at` (unix seconds), durably.

@@ -26,13 +26,21 @@ impl SledStore {
         let db = sled::Config::new().path(path).open().map_err(|e| {
             let text = e.to_string();
             if text.contains("could not acquire lock") {
-                StoreError::Locked { path: path.display().to_string() }
+                StoreError::Locked {
+                    path: path.display().to_string(),
+                }
             } else {
                 StoreError::Backend(format!("cannot open {}: {text}", path.display()))
             }
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(SledStore { users: tree("users")?, emails: tree("emails")?, revoked: tree("revoked")?, meta: tree("meta")?, db })
+        Ok(SledStore {
+            users: tree("users")?,
+            emails: tree("emails")?,
+            revoked: tree("revoked")?,
+            meta: tree("meta")?,
+            db,
+        })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -53,7 +61,9 @@ fn backend(e: sled::Error) -> StoreError {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[async_trait]
@@ -63,7 +73,9 @@ impl Store for SledStore {
         let id = self
             .meta
             .update_and_fetch(b"last_user_id", |old| {
-                let last = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+                let last = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
                 Some((last + 1).to_be_bytes().to_vec())
             })
             .map_err(backend)?
@@ -99,11 +111,19 @@ impl Store for SledStore {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.users.get(id.to_be_bytes()).map_err(backend)?.map(|v| Self::decode(&v)).transpose()
+        self.users
+            .get(id.to_be_bytes())
+            .map_err(backend)?
+            .map(|v| Self::decode(&v))
+            .transpose()
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let Some(id) = self.emails.get(normalise_email(email).as_bytes()).map_err(backend)? else {
+        let Some(id) = self
+            .emails
+            .get(normalise_email(email).as_bytes())
+            .map_err(backend)?
+        else {
             return Ok(None);
         };
         let id = <[u8; 8]>::try_from(id.as_ref())
@@ -112,10 +132,18 @@ impl Store for SledStore {
     }
 
     async fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.users.iter().values().map(|v| Self::decode(&v.map_err(backend)?)).collect()
+        self.users
+            .iter()
+            .values()
+            .map(|v| Self::decode(&v.map_err(backend)?))
+            .collect()
     }
 
-    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
+    async fn change_user(
+        &self,
+        id: UserId,
+        change: UserChange,
+    ) -> Result<Option<User>, StoreError> {
         let key = id.to_be_bytes();
         let mut updated = None;
         let mut failure = None;
@@ -146,7 +174,9 @@ impl Store for SledStore {
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         let result = (&self.users, &self.emails).transaction(|(users, emails)| {
-            let Some(old) = users.remove(&id.to_be_bytes())? else { return Ok(false) };
+            let Some(old) = users.remove(&id.to_be_bytes())? else {
+                return Ok(false);
+            };
             let user = Self::decode(&old).map_err(ConflictableTransactionError::Abort)?;
             emails.remove(user.email.as_bytes())?;
             Ok(true)
@@ -161,7 +191,9 @@ impl Store for SledStore {
     }
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.revoked.insert(jti.as_bytes(), &expires_at.to_be_bytes()).map_err(backend)?;
+        self.revoked
+            .insert(jti.as_bytes(), &expires_at.to_be_bytes())
+            .map_err(backend)?;
         self.flush().await
     }
 
@@ -177,7 +209,9 @@ impl Store for SledStore {
         let mut purged = 0;
         for entry in self.revoked.iter() {
             let (key, value) = entry.map_err(backend)?;
-            let expires_at = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            let expires_at = <[u8; 8]>::try_from(value.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             if expires_at < now {
                 self.revoked.remove(key).map_err(backend)?;
                 purged += 1;
@@ -195,20 +229,46 @@ mod tests {
     use super::*;
 
     fn new_user(email: &str) -> NewUser {
-        NewUser { email: email.into(), username: "u".into(), password_hash: "h".into(), is_admin: false }
+        NewUser {
+            email: email.into(),
+            username: "u".into(),
+            password_hash: "h".into(),
+            is_admin: false,
+        }
     }
 
     #[tokio::test]
     async fn users_are_unique_by_case_insensitive_email() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let user = store.create_user(new_user(" Ann@Example.com ")).await.unwrap();
+        let user = store
+            .create_user(new_user(" Ann@Example.com "))
+            .await
+            .unwrap();
         assert_eq!(user.email, "ann@example.com");
-        assert!(matches!(store.create_user(new_user("ANN@example.COM")).await, Err(StoreError::EmailTaken)));
-        assert_eq!(store.user_by_email("ann@EXAMPLE.com").await.unwrap().unwrap().id, user.id);
+        assert!(matches!(
+            store.create_user(new_user("ANN@example.COM")).await,
+            Err(StoreError::EmailTaken)
+        ));
+        assert_eq!(
+            store
+                .user_by_email("ann@EXAMPLE.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            user.id
+        );
         assert!(store.delete_user(user.id).await.unwrap());
-        assert!(store.user_by_email("ann@example.com").await.unwrap().is_none());
-        store.create_user(new_user("ann@example.com")).await.unwrap();
+        assert!(store
+            .user_by_email("ann@example.com")
+            .await
+            .unwrap()
+            .is_none());
+        store
+            .create_user(new_user("ann@example.com"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -216,17 +276,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let user = store.create_user(new_user("b@example.com")).await.unwrap();
-        let blocked = store.change_user(user.id, UserChange::SetBlocked(true)).await.unwrap().unwrap();
+        let blocked = store
+            .change_user(user.id, UserChange::SetBlocked(true))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(blocked.blocked);
         assert_eq!(blocked.token_version, user.token_version + 1);
-        assert!(store.change_user(999, UserChange::SetAdmin(true)).await.unwrap().is_none());
+        assert!(store
+            .change_user(999, UserChange::SetAdmin(true))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn a_second_open_reports_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let _first = SledStore::open(dir.path()).unwrap();
-        assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked { .. })));
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
     }
 
     #[tokio::test]

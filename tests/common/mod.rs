@@ -4,7 +4,7 @@
 //! and its own gateway process with a fresh store and fresh secrets, waits for
 //! readiness by polling TCP connects, and kills everything on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,19 +33,25 @@ impl Upstream {
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let log = Arc::clone(&seen);
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let app = upstream_mock::router(upstream_mock::MockOptions::default()).layer(
-                    axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-                        let log = Arc::clone(&log);
-                        async move {
-                            let line = format!("{} {}", req.method(), req.uri());
-                            log.lock().unwrap().push(line);
-                            next.run(req).await
-                        }
-                    }),
+                    axum::middleware::from_fn(
+                        move |req: axum::extract::Request, next: axum::middleware::Next| {
+                            let log = Arc::clone(&log);
+                            async move {
+                                let line = format!("{} {}", req.method(), req.uri());
+                                log.lock().unwrap().push(line);
+                                next.run(req).await
+                            }
+                        },
+                    ),
                 );
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -56,7 +62,12 @@ impl Upstream {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Upstream { addr, seen, shutdown: Some(shutdown), thread: Some(thread) }
+        Upstream {
+            addr,
+            seen,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
     }
 
     /// "METHOD /path?query" for every request received so far.
@@ -85,7 +96,11 @@ impl Drop for Upstream {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn random_secret() -> String {
@@ -197,13 +212,32 @@ impl Gateway {
             config_path: PathBuf::new(),
             jwt_secret: random_secret(),
             admin_token: random_secret(),
-            http: reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
             dir: tempfile::tempdir().unwrap(),
         };
         gateway.write_config(upstream, &options);
         if options.seed_admin {
-            let out = gateway.cli(&["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"], ADMIN_PASSWORD);
-            assert!(out.status.success(), "seeding the admin failed: {}", String::from_utf8_lossy(&out.stderr));
+            let out = gateway.cli(
+                &[
+                    "user",
+                    "add",
+                    "--email",
+                    ADMIN_EMAIL,
+                    "--username",
+                    "admin",
+                    "--admin",
+                ],
+                ADMIN_PASSWORD,
+            );
+            assert!(
+                out.status.success(),
+                "seeding the admin failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -285,7 +319,8 @@ max_body_bytes = 2048
                 self.child = None;
                 return Err(format!("gateway exited with {status}: {}", self.log()));
             }
-            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin_addr).is_ok() {
+            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin_addr).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -318,7 +353,12 @@ max_body_bytes = 2048
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -334,7 +374,13 @@ max_body_bytes = 2048
         self.send(reqwest::Method::POST, path, token, Some(body))
     }
 
-    pub fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -345,20 +391,34 @@ max_body_bytes = 2048
         let resp = req.send().unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn register(&self, email: &str, username: &str, password: &str) -> Value {
-        let (status, body) = self.post("/register", None, json!({"email": email, "username": username, "password": password}));
+        let (status, body) = self.post(
+            "/register",
+            None,
+            json!({"email": email, "username": username, "password": password}),
+        );
         assert_eq!(status, 201, "{body}");
         body
     }
 
     /// Logs in; returns (access, refresh).
     pub fn login(&self, email: &str, password: &str) -> (String, String) {
-        let (status, body) = self.post("/login", None, json!({"email": email, "password": password}));
+        let (status, body) = self.post(
+            "/login",
+            None,
+            json!({"email": email, "password": password}),
+        );
         assert_eq!(status, 200, "{body}");
-        (body["access_token"].as_str().unwrap().to_owned(), body["refresh_token"].as_str().unwrap().to_owned())
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub fn admin_login(&self) -> (String, String) {
@@ -391,7 +451,6 @@ max_body_bytes = 2048
     }
 }
 
-
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
@@ -400,6 +459,10 @@ impl Drop for Gateway {
 
 /// Sends a signal with kill(1): the crate forbids `unsafe`, so no libc call.
 pub fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Gatehouse demo: builds everything, starts upstream-mock on 127.0.0.1:8000 and
+# the gateway on 127.0.0.1:8080 (admin API on 127.0.0.1:9090) with
+# config/gatehouse.toml, seeds an admin user, and prints curl lines that try
+# every policy. Ctrl-C stops both.
+#
+#   bash config/demo.sh            # run the demo until Ctrl-C
+#   bash config/demo.sh --smoke    # run every curl line, check the answers, stop
+#
+# Secrets and data live under target/demo/ (never in the repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+mode=${1:-run}
+profile=${GATEHOUSE_DEMO_PROFILE:-release}
+
+need_install=()
+command -v cmake >/dev/null || need_install+=(cmake)
+command -v curl >/dev/null || need_install+=(curl)
+if [ ${#need_install[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "demo: installing ${need_install[*]} (pingora's build needs cmake)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
+  else
+    echo "demo: please install ${need_install[*]} first (e.g. sudo apt-get install ${need_install[*]})" >&2
+    exit 1
+  fi
+fi
+
+echo "demo: building (cargo build --profile $profile --workspace)..."
+cargo build --profile "$profile" --workspace --quiet
+bin_dir=$root/target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+
+for port in 8000 8080 9090; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "demo: port $port is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
+state=$root/target/demo
+rm -rf "$state" "$root/target/demo-data"
+mkdir -p "$state"
+umask 077
+head -c 48 /dev/urandom | base64 > "$state/jwt.secret"
+head -c 48 /dev/urandom | base64 > "$state/admin.token"
+GATEHOUSE_JWT_SECRET=$(cat "$state/jwt.secret")
+GATEHOUSE_ADMIN_TOKEN=$(cat "$state/admin.token")
+export GATEHOUSE_JWT_SECRET GATEHOUSE_ADMIN_TOKEN
+admin_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+config=$root/config/gatehouse.toml
+
+gatehouse() { "$bin_dir/gatehouse" --config "$config" "$@"; }
+echo "$admin_password" | gatehouse user add --email admin@example.com --username admin --admin >/dev/null
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+"$bin_dir/upstream-mock" --listen 127.0.0.1:8000 2>"$state/upstream.log" &
+pids+=($!)
+"$bin_dir/gatehouse" --config "$config" serve 2>"$state/gateway.log" &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+G=http://127.0.0.1:8080
+token() { sed -E 's/.*"'"$1"'":"([^"]+)".*/\1/'; }
+curl -s -XPOST $G/register -H 'content-type: application/json' \
+  -d '{"email":"alice@example.com","username":"alice","password":"alice-password"}' >/dev/null
+
+cat <<TXT
+
+Gatehouse is running on $G (admin API and health on http://127.0.0.1:9090).
+Seeded admin: admin@example.com / $admin_password     Registered user: alice@example.com / alice-password
+Logs: $state/gateway.log   Admin token for the API: \$(cat $state/admin.token)
+
+Try every policy (paste into another shell):
+
+  # login gives a FRESH access token and a refresh token
+  ALICE=\$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  REFRESH=\$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | sed -E 's/.*"refresh_token":"([^"]+)".*/\1/')
+  ADMIN=\$(curl -s -XPOST $G/login -d '{"email":"admin@example.com","password":"$admin_password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+
+  curl -s $G/products                                              # public: 200, no token needed
+  curl -s $G/items                                                 # optional, anonymous: names only
+  curl -s $G/items -H "Authorization: Bearer \$ALICE"               # optional, identified: full items
+  curl -s $G/item/chair                                            # any: 401 missing_token
+  curl -s $G/item/chair -H "Authorization: Bearer \$ALICE"          # any: 200
+  curl -s -XPOST $G/item/lamp -H "Authorization: Bearer \$ALICE" -d '{"price": 12.5}'   # fresh: 201
+  STALE=\$(curl -s -XPOST $G/refresh -H "Authorization: Bearer \$REFRESH" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s -XPOST $G/item/vase -H "Authorization: Bearer \$STALE" -d '{"price": 3}'       # fresh: 401 fresh_token_required
+  curl -s -XDELETE $G/item/lamp -H "Authorization: Bearer \$ALICE"  # admin: 403 admin_required
+  curl -s -XDELETE $G/item/lamp -H "Authorization: Bearer \$ADMIN"  # admin: 200
+  curl -s $G/debug/echo                                            # deny: 403 access_denied
+  curl -s -XPOST $G/logout -H "Authorization: Bearer \$ALICE"       # revoke; then reuse it: 401 token_revoked
+
+Press Ctrl-C to stop.
+TXT
+
+if [ "$mode" != "--smoke" ]; then
+  wait
+  exit 0
+fi
+
+# --smoke: run the lines above and check each answer.
+fail=0
+check() { # expected-status description curl-args...
+  local want=$1 what=$2; shift 2
+  local got
+  got=$(curl -s -o "$state/body" -w '%{http_code}' "$@")
+  if [ "$got" = "$want" ]; then echo "ok   $got $what"; else echo "FAIL $got (wanted $want) $what: $(cat "$state/body")"; fail=1; fi
+}
+ALICE=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token access_token)
+REFRESH=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token refresh_token)
+ADMIN=$(curl -s -XPOST $G/login -d "{\"email\":\"admin@example.com\",\"password\":\"$admin_password\"}" | token access_token)
+STALE=$(curl -s -XPOST $G/refresh -H "Authorization: Bearer $REFRESH" | token access_token)
+check 200 "public /products" $G/products
+check 200 "optional /items anonymous" $G/items
+check 200 "optional /items identified" $G/items -H "Authorization: Bearer $ALICE"
+check 401 "any without a token" $G/item/chair
+check 200 "any with a token" $G/item/chair -H "Authorization: Bearer $ALICE"
+check 201 "fresh POST with a fresh token" -XPOST $G/item/lamp -H "Authorization: Bearer $ALICE" -d '{"price": 12.5}'
+check 401 "fresh POST with a refreshed token" -XPOST $G/item/vase -H "Authorization: Bearer $STALE" -d '{"price": 3}'
+check 403 "admin DELETE as a user" -XDELETE $G/item/lamp -H "Authorization: Bearer $ALICE"
+check 200 "admin DELETE as admin" -XDELETE $G/item/lamp -H "Authorization: Bearer $ADMIN"
+check 403 "deny /debug/echo" $G/debug/echo
+check 200 "logout" -XPOST $G/logout -H "Authorization: Bearer $ALICE"
+check 401 "revoked token" $G/item/chair -H "Authorization: Bearer $ALICE"
+check 200 "health" http://127.0.0.1:9090/healthz
+exit $fail
