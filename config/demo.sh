@@ -51,7 +51,7 @@ admin_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
 config=$root/config/gatehouse.toml
 
 gatehouse() { "$bin_dir/gatehouse" --config "$config" "$@"; }
-echo "$admin_password" | gatehouse user add --email admin@example.com --username admin --admin >/dev/null
+echo "$admin_password" | GATEHOUSE_LOG=warn gatehouse user add --email admin@example.com --username admin --admin >/dev/null
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -107,12 +107,12 @@ if [ "$mode" != "--smoke" ]; then
 fi
 
 # --smoke: run the lines above and check each answer.
-fail=0
+fail=0 passed=0 failed=0
 check() { # expected-status description curl-args...
   local want=$1 what=$2; shift 2
   local got
   got=$(curl -s -o "$state/body" -w '%{http_code}' "$@")
-  if [ "$got" = "$want" ]; then echo "ok   $got $what"; else echo "FAIL $got (wanted $want) $what: $(cat "$state/body")"; fail=1; fi
+  if [ "$got" = "$want" ]; then echo "ok   $got $what"; passed=$((passed + 1)); else echo "FAIL $got (wanted $want) $what: $(cat "$state/body")"; fail=1; failed=$((failed + 1)); fi
 }
 ALICE=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token access_token)
 REFRESH=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token refresh_token)
@@ -131,4 +131,5 @@ check 403 "deny /debug/echo" $G/debug/echo
 check 200 "logout" -XPOST $G/logout -H "Authorization: Bearer $ALICE"
 check 401 "revoked token" $G/item/chair -H "Authorization: Bearer $ALICE"
 check 200 "health" http://127.0.0.1:9090/healthz
+echo "demo: $passed passed, $failed failed"
 exit $fail
