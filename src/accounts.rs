@@ -68,10 +68,7 @@ impl Accounts {
         let email = registration.email.trim();
         validate_email(email)?;
         let username = registration.username.trim();
-        if username.is_empty()
-            || username.chars().count() > 64
-            || username.chars().any(char::is_control)
-        {
+        if username.is_empty() || username.chars().count() > 64 || username.chars().any(char::is_control) {
             return Err(ApiError::InvalidRequest(
                 "username must be 1 to 64 characters with no control characters".into(),
             ));
@@ -96,13 +93,7 @@ impl Accounts {
     }
 
     pub async fn list(&self) -> Result<Vec<UserView>, ApiError> {
-        Ok(self
-            .store
-            .users()
-            .await?
-            .iter()
-            .map(UserView::from)
-            .collect())
+        Ok(self.store.users().await?.iter().map(UserView::from).collect())
     }
 
     pub async fn show(&self, id: UserId) -> Result<UserView, ApiError> {
@@ -146,17 +137,11 @@ impl Accounts {
 
     /// Revokes a token presented as a string: its signature must be ours.
     /// An expired token needs no revocation and is reported as such.
-    pub async fn revoke_token(
-        &self,
-        tokens: &TokenService,
-        token: &str,
-    ) -> Result<Claims, ApiError> {
-        let claims = tokens
-            .verify(token, TokenKind::Access)
-            .or_else(|e| match e {
-                ApiError::AccessTokenRequired => tokens.verify(token, TokenKind::Refresh),
-                other => Err(other),
-            })?;
+    pub async fn revoke_token(&self, tokens: &TokenService, token: &str) -> Result<Claims, ApiError> {
+        let claims = tokens.verify(token, TokenKind::Access).or_else(|e| match e {
+            ApiError::AccessTokenRequired => tokens.verify(token, TokenKind::Refresh),
+            other => Err(other),
+        })?;
         self.revoke(&claims).await?;
         Ok(claims)
     }

@@ -46,11 +46,7 @@ struct RevokeRequest {
 }
 
 impl AdminApi {
-    pub fn new(
-        accounts: Accounts,
-        tokens: Option<Arc<TokenService>>,
-        admin_token: Option<Secret>,
-    ) -> Self {
+    pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
         AdminApi {
             accounts,
             tokens,
@@ -72,13 +68,7 @@ impl AdminApi {
 
     /// Runs one admin operation. The HTTP listener authenticates before calling
     /// this; the CLI calls it directly when it holds the store itself.
-    pub async fn call(
-        &self,
-        method: &Method,
-        path: &str,
-        query: Option<&str>,
-        body: &[u8],
-    ) -> Reply {
+    pub async fn call(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
         self.route(method, path, query, body)
             .await
             .unwrap_or_else(|e| Reply::error(&e))
@@ -112,16 +102,10 @@ impl AdminApi {
                 let patch: UserPatch = parse_json(body)?;
                 let mut user = self.accounts.show(id).await?;
                 if let Some(admin) = patch.is_admin {
-                    user = self
-                        .accounts
-                        .change(id, UserChange::SetAdmin(admin))
-                        .await?;
+                    user = self.accounts.change(id, UserChange::SetAdmin(admin)).await?;
                 }
                 if let Some(blocked) = patch.blocked {
-                    user = self
-                        .accounts
-                        .change(id, UserChange::SetBlocked(blocked))
-                        .await?;
+                    user = self.accounts.change(id, UserChange::SetBlocked(blocked)).await?;
                 }
                 ok(&user)
             }
@@ -186,8 +170,8 @@ impl ServeHttp for AdminApi {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::CONTENT_LENGTH, reply.body.len())
             .header(http::header::CACHE_CONTROL, "no-store");
-        if let Some(challenge) = &reply.www_authenticate {
-            builder = builder.header(http::header::WWW_AUTHENTICATE, challenge);
+        for (name, value) in &reply.headers {
+            builder = builder.header(name, value);
         }
         builder
             .body(reply.body)

@@ -9,8 +9,8 @@ use http::HeaderMap;
 
 use crate::error::ApiError;
 use crate::policy::{Policy, Rule};
-use crate::store::{Store, User};
-use crate::tokens::{Claims, TokenKind, TokenService};
+use crate::store::{Revocation, Store, User};
+use crate::tokens::{now_unix, Claims, TokenKind, TokenService};
 
 /// Who the caller is, as forwarded to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +64,14 @@ impl Authenticator {
     }
 
     /// Verifies a token and checks it against revocations and the account.
-    pub async fn authenticate(
-        &self,
-        token: &str,
-        kind: TokenKind,
-    ) -> Result<Authenticated, ApiError> {
+    pub async fn authenticate(&self, token: &str, kind: TokenKind) -> Result<Authenticated, ApiError> {
         let claims = self.tokens.verify(token, kind)?;
-        if self.store.is_revoked(&claims.jti).await? {
+        match self.store.revocation(&claims.jti).await? {
+            None => {}
+            Some(Revocation::Revoked) => return Err(ApiError::TokenRevoked),
+            Some(Revocation::Retired) => return Err(self.refresh_replayed(&claims).await),
+        }
+        if self.store.is_family_revoked(&claims.fam).await? {
             return Err(ApiError::TokenRevoked);
         }
         let user = self
@@ -87,6 +88,22 @@ impl Authenticator {
         Ok(Authenticated { claims, user })
     }
 
+    /// A retired refresh token came back: it was copied. Revoke its whole
+    /// login session so neither the thief nor the owner keeps using it.
+    pub async fn refresh_replayed(&self, claims: &Claims) -> ApiError {
+        let until = now_unix() + self.tokens.refresh_ttl().as_secs();
+        tracing::warn!(
+            user_id = %claims.sub,
+            token_id = %claims.jti,
+            family = %claims.fam,
+            "refresh token reuse detected: revoking its whole login session (a sign of a stolen token)"
+        );
+        match self.store.revoke_family(&claims.fam, until).await {
+            Ok(()) => ApiError::RefreshTokenReused,
+            Err(e) => e.into(),
+        }
+    }
+
     /// Authenticates the request's bearer access token, which must be present.
     pub async fn require_access(&self, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
         let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
@@ -94,20 +111,14 @@ impl Authenticator {
     }
 
     /// Applies a route's rule. `Ok(None)` forwards the request anonymously.
-    pub async fn decide(
-        &self,
-        headers: &HeaderMap,
-        rule: Rule,
-    ) -> Result<Option<Identity>, ApiError> {
+    pub async fn decide(&self, headers: &HeaderMap, rule: Rule) -> Result<Option<Identity>, ApiError> {
         match rule.policy {
             Policy::Deny => Err(ApiError::AccessDenied),
             Policy::Public => Ok(None),
             Policy::Optional => match bearer_token(headers)? {
                 None => Ok(None),
                 Some(token) => Ok(Some(
-                    self.authenticate(token, TokenKind::Access)
-                        .await?
-                        .identity(),
+                    self.authenticate(token, TokenKind::Access).await?.identity(),
                 )),
             },
             Policy::Any | Policy::Fresh | Policy::Admin => {
@@ -141,9 +152,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .to_str()
         .map_err(|_| ApiError::MalformedAuthorization)?
         .trim();
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::MalformedAuthorization)?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::MalformedAuthorization)?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
         return Err(ApiError::MalformedAuthorization);

@@ -129,10 +129,7 @@ fn check_config(path: &Path) -> Result<(), String> {
         config.routes.default_rule().policy,
         config.upstream.addresses
     );
-    for (what, source) in [
-        ("tokens", &config.tokens.secret),
-        ("admin", &config.admin.token),
-    ] {
+    for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
         if let Err(e) = source.load() {
             println!("note: {what}: {e} (needed by `gatehouse serve`)");
         }
@@ -157,21 +154,11 @@ fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> 
         }
         UserCommand::List => (Method::GET, "/admin/users".to_owned(), Value::Null),
         UserCommand::Show { user } => (Method::GET, admin.user_path(user)?, Value::Null),
-        UserCommand::SetAdmin { user, admin: flag } => (
-            Method::PATCH,
-            admin.user_path(user)?,
-            json!({"is_admin": flag}),
-        ),
-        UserCommand::Block { user } => (
-            Method::PATCH,
-            admin.user_path(user)?,
-            json!({"blocked": true}),
-        ),
-        UserCommand::Unblock { user } => (
-            Method::PATCH,
-            admin.user_path(user)?,
-            json!({"blocked": false}),
-        ),
+        UserCommand::SetAdmin { user, admin: flag } => {
+            (Method::PATCH, admin.user_path(user)?, json!({"is_admin": flag}))
+        }
+        UserCommand::Block { user } => (Method::PATCH, admin.user_path(user)?, json!({"blocked": true})),
+        UserCommand::Unblock { user } => (Method::PATCH, admin.user_path(user)?, json!({"blocked": false})),
         UserCommand::Delete { user } => (Method::DELETE, admin.user_path(user)?, Value::Null),
     };
     let answer = admin.call(method, &path, &body)?;
@@ -188,10 +175,7 @@ fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> 
             );
         }
     } else {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answer).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     }
     Ok(())
 }
@@ -204,21 +188,14 @@ fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), Stri
             std::io::stdin()
                 .read_to_string(&mut token)
                 .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
-            admin.call(
-                Method::POST,
-                "/admin/revoke",
-                &json!({"token": token.trim()}),
-            )?
+            admin.call(Method::POST, "/admin/revoke", &json!({"token": token.trim()}))?
         }
         RevokeCommand::User { user } => {
             let path = format!("{}/revoke-tokens", admin.user_path(&user)?);
             admin.call(Method::POST, &path, &Value::Null)?
         }
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&answer).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     Ok(())
 }
 
@@ -341,8 +318,8 @@ impl AdminClient {
                 )
             }
         };
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("unexpected answer ({status}): {e}"))?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer ({status}): {e}"))?;
         if status.is_success() {
             Ok(value)
         } else {

@@ -2,6 +2,7 @@
 //! and the user resource. They are plain functions from a request to a
 //! [`Reply`], so the proxy only has to read the body and write the answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -12,15 +13,18 @@ use crate::accounts::{Accounts, Registration, UserView};
 use crate::auth::{bearer_token, Authenticator};
 use crate::config::EndpointConfig;
 use crate::error::ApiError;
+use crate::limits::LoginLimiter;
+use crate::store::UserChange;
 use crate::store::UserId;
-use crate::tokens::TokenKind;
+use crate::tokens::{new_family_id, TokenKind};
 
 /// A complete JSON response.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
-    pub www_authenticate: Option<String>,
+    /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(http::HeaderName, String)>,
 }
 
 impl Reply {
@@ -29,17 +33,24 @@ impl Reply {
             Ok(body) => Reply {
                 status,
                 body,
-                www_authenticate: None,
+                headers: Vec::new(),
             },
             Err(_) => Reply::error(&ApiError::Internal),
         }
     }
 
     pub fn error(error: &ApiError) -> Reply {
+        let mut headers = Vec::new();
+        if let Some(challenge) = error.www_authenticate() {
+            headers.push((http::header::WWW_AUTHENTICATE, challenge));
+        }
+        if let Some(seconds) = error.retry_after() {
+            headers.push((http::header::RETRY_AFTER, seconds.to_string()));
+        }
         Reply {
             status: error.status(),
             body: error.body(),
-            www_authenticate: error.www_authenticate(),
+            headers,
         }
     }
 
@@ -60,6 +71,8 @@ pub enum Endpoint {
     Logout,
     /// `{users}/{id}`; `None` when the id is not a number.
     User(Option<UserId>),
+    /// `{users}/{id}/tokens`: `DELETE` revokes every token of the user.
+    UserTokens(Option<UserId>),
 }
 
 impl Endpoint {
@@ -70,6 +83,7 @@ impl Endpoint {
             Endpoint::Refresh => "refresh",
             Endpoint::Logout => "logout",
             Endpoint::User(_) => "user",
+            Endpoint::UserTokens(_) => "user_tokens",
         }
     }
 }
@@ -92,6 +106,9 @@ struct LoginRequest {
 #[derive(Deserialize, Default)]
 struct LogoutRequest {
     refresh_token: Option<String>,
+    /// Revoke every token of the user, on every device.
+    #[serde(default)]
+    everywhere: bool,
 }
 
 #[derive(Serialize)]
@@ -103,14 +120,21 @@ pub struct BuiltIns {
     paths: EndpointConfig,
     auth: Arc<Authenticator>,
     accounts: Accounts,
+    limiter: Arc<LoginLimiter>,
 }
 
 impl BuiltIns {
-    pub fn new(paths: EndpointConfig, auth: Arc<Authenticator>, accounts: Accounts) -> Self {
+    pub fn new(
+        paths: EndpointConfig,
+        auth: Arc<Authenticator>,
+        accounts: Accounts,
+        limiter: Arc<LoginLimiter>,
+    ) -> Self {
         BuiltIns {
             paths,
             auth,
             accounts,
+            limiter,
         }
     }
 
@@ -131,10 +155,11 @@ impl BuiltIns {
             Some(Endpoint::Register)
         } else {
             let rest = path.strip_prefix(p.users.as_str())?.strip_prefix('/')?;
-            if rest.is_empty() || rest.contains('/') {
-                return None;
+            match rest.split_once('/') {
+                None if !rest.is_empty() => Some(Endpoint::User(rest.parse().ok())),
+                Some((id, "tokens")) => Some(Endpoint::UserTokens(id.parse().ok())),
+                _ => None,
             }
-            Some(Endpoint::User(rest.parse().ok()))
         }
     }
 
@@ -144,29 +169,34 @@ impl BuiltIns {
         method: &Method,
         headers: &HeaderMap,
         body: &[u8],
+        client: Option<IpAddr>,
     ) -> Reply {
         let allowed = match endpoint {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
+            Endpoint::UserTokens(_) => *method == Method::DELETE,
             _ => *method == Method::POST,
         };
         if !allowed {
             return Reply::error(&ApiError::MethodNotAllowed(method.to_string()));
         }
+        if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
+            if let Err(e) = self.limiter.check_ip(client) {
+                tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
+                return Reply::error(&e);
+            }
+        }
         match endpoint {
-            Endpoint::Register => {
-                Reply::from_result(StatusCode::CREATED, self.register(body).await)
+            Endpoint::UserTokens(id) => {
+                Reply::from_result(StatusCode::OK, self.revoke_user_tokens(headers, id).await)
             }
-            Endpoint::Login => Reply::from_result(StatusCode::OK, self.login(body).await),
+            Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
+            Endpoint::Login => Reply::from_result(StatusCode::OK, self.login(body, client).await),
             Endpoint::Refresh => Reply::from_result(StatusCode::OK, self.refresh(headers).await),
-            Endpoint::Logout => {
-                Reply::from_result(StatusCode::OK, self.logout(headers, body).await)
-            }
+            Endpoint::Logout => Reply::from_result(StatusCode::OK, self.logout(headers, body).await),
             Endpoint::User(id) if *method == Method::GET => {
                 Reply::from_result(StatusCode::OK, self.show_user(headers, id).await)
             }
-            Endpoint::User(id) => {
-                Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await)
-            }
+            Endpoint::User(id) => Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await),
         }
     }
 
@@ -196,27 +226,27 @@ impl BuiltIns {
             .await
     }
 
-    async fn login(&self, body: &[u8]) -> Result<TokenPair, ApiError> {
+    async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
-        let user = self.accounts.store().user_by_email(&email).await?;
+        let account = crate::store::normalise_email(&email);
+        self.limiter.check_account(&account, client)?;
+        let user = self.accounts.store().user_by_email(&account).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        if !self
-            .accounts
-            .passwords()
-            .verify(password, stored_hash)
-            .await
-        {
-            tracing::info!(outcome = "invalid_credentials", "login refused");
+        if !self.accounts.passwords().verify(password, stored_hash).await {
+            self.limiter.record_failure(&account, client);
+            tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
             return Err(ApiError::InvalidCredentials);
         }
+        self.limiter.record_success(&account, client);
         let user = user.ok_or(ApiError::InvalidCredentials)?;
         if user.blocked {
             tracing::info!(user_id = user.id, outcome = "blocked", "login refused");
             return Err(ApiError::AccountBlocked);
         }
         let tokens = self.auth.tokens();
-        let access = tokens.issue(&user, TokenKind::Access, true)?;
-        let refresh = tokens.issue(&user, TokenKind::Refresh, false)?;
+        let family = new_family_id();
+        let access = tokens.issue(&user, TokenKind::Access, true, &family)?;
+        let refresh = tokens.issue(&user, TokenKind::Refresh, false, &family)?;
         tracing::info!(user_id = user.id, "login succeeded");
         Ok(TokenPair {
             access_token: access.token,
@@ -229,11 +259,22 @@ impl BuiltIns {
     async fn refresh(&self, headers: &HeaderMap) -> Result<TokenPair, ApiError> {
         let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
         let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
+        // Rotation: the presented refresh token is used up. If another request
+        // retired it first, this is a replay of a copied token.
+        if !self
+            .accounts
+            .store()
+            .retire(&auth.claims.jti, auth.claims.exp)
+            .await?
+        {
+            return Err(self.auth.refresh_replayed(&auth.claims).await);
+        }
         let tokens = self.auth.tokens();
-        let access = tokens.issue(&auth.user, TokenKind::Access, false)?;
+        let access = tokens.issue(&auth.user, TokenKind::Access, false, &auth.claims.fam)?;
+        let refresh = tokens.issue(&auth.user, TokenKind::Refresh, false, &auth.claims.fam)?;
         Ok(TokenPair {
             access_token: access.token,
-            refresh_token: None,
+            refresh_token: Some(refresh.token),
             token_type: "Bearer".into(),
             expires_in: tokens.access_ttl().as_secs(),
         })
@@ -266,6 +307,14 @@ impl BuiltIns {
                 }
             },
         };
+        if request.everywhere {
+            self.accounts
+                .change(auth.user.id, UserChange::RevokeAllTokens)
+                .await?;
+            return Ok(Message {
+                message: "Logged out everywhere.",
+            });
+        }
         self.accounts.revoke(&auth.claims).await?;
         if let Some(claims) = refresh_claims {
             self.accounts.revoke(&claims).await?;
@@ -275,11 +324,25 @@ impl BuiltIns {
         })
     }
 
-    async fn show_user(
-        &self,
-        headers: &HeaderMap,
-        id: Option<UserId>,
-    ) -> Result<UserView, ApiError> {
+    /// `DELETE {users}/{id}/tokens`: the user themself, or a fresh admin.
+    async fn revoke_user_tokens(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
+        let auth = self.auth.require_access(headers).await?;
+        let id = id.ok_or(ApiError::UserNotFound)?;
+        if id != auth.user.id {
+            if !auth.is_admin() {
+                return Err(ApiError::NotYourAccount);
+            }
+            if !auth.claims.fresh {
+                return Err(ApiError::FreshTokenRequired);
+            }
+        }
+        self.accounts.change(id, UserChange::RevokeAllTokens).await?;
+        Ok(Message {
+            message: "Every token of this user is revoked.",
+        })
+    }
+
+    async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
         let auth = self.auth.require_access(headers).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id && !auth.is_admin() {
@@ -288,11 +351,7 @@ impl BuiltIns {
         self.accounts.show(id).await
     }
 
-    async fn delete_user(
-        &self,
-        headers: &HeaderMap,
-        id: Option<UserId>,
-    ) -> Result<Message, ApiError> {
+    async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
         if !auth.is_admin() {
             return Err(ApiError::AdminRequired);
@@ -300,9 +359,7 @@ impl BuiltIns {
         if !auth.claims.fresh {
             return Err(ApiError::FreshTokenRequired);
         }
-        self.accounts
-            .delete(id.ok_or(ApiError::UserNotFound)?)
-            .await?;
+        self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
         Ok(Message {
             message: "User deleted.",
         })

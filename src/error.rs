@@ -60,6 +60,18 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("no such endpoint")]
     NotFound,
+    #[error("this refresh token was already used; every token of its login session is now revoked")]
+    RefreshTokenReused,
+    #[error("the request path can't be accepted: {0}")]
+    InvalidPath(crate::path::PathError),
+    #[error("the request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("too many attempts; try again in {retry_after} seconds")]
+    RateLimited { retry_after: u64 },
+    #[error("the upstream service is unavailable")]
+    UpstreamUnavailable,
+    #[error("the upstream service did not answer in time")]
+    UpstreamTimeout,
     #[error("the gateway's store failed; try again shortly")]
     StoreUnavailable,
     #[error("the gateway failed unexpectedly; try again shortly")]
@@ -80,10 +92,18 @@ impl ApiError {
             | RefreshTokenRequired
             | FreshTokenRequired
             | AccountNotFound
-            | InvalidCredentials => StatusCode::UNAUTHORIZED,
-            DuplicateAuthorization | InvalidJson(_) | InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AdminRequired | AccountBlocked | AccessDenied | NotYourAccount
-            | RegistrationDisabled => StatusCode::FORBIDDEN,
+            | InvalidCredentials
+            | RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            DuplicateAuthorization | InvalidJson(_) | InvalidRequest(_) | InvalidPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            AdminRequired | AccountBlocked | AccessDenied | NotYourAccount | RegistrationDisabled => {
+                StatusCode::FORBIDDEN
+            }
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -121,6 +141,12 @@ impl ApiError {
             BodyTooLarge { .. } => "body_too_large",
             MethodNotAllowed(_) => "method_not_allowed",
             NotFound => "not_found",
+            RefreshTokenReused => "refresh_token_reused",
+            InvalidPath(_) => "invalid_path",
+            HeadersTooLarge { .. } => "headers_too_large",
+            RateLimited { .. } => "rate_limited",
+            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
             Internal => "internal_error",
         }
@@ -147,9 +173,15 @@ impl ApiError {
             error: self.code(),
             message: self.message(),
         })
-        .unwrap_or_else(|_| {
-            br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec()
-        })
+        .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
+    }
+
+    /// Seconds for a `Retry-After` header, on 429s.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     /// Extra response headers this refusal carries (RFC 6750 on 401s).

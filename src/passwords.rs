@@ -31,13 +31,8 @@ struct Inner {
 
 impl Passwords {
     pub fn new(config: &PasswordConfig) -> Result<Self, String> {
-        let params = Params::new(
-            config.memory_kib,
-            config.iterations,
-            config.parallelism,
-            None,
-        )
-        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
         Ok(Passwords {
@@ -91,10 +86,7 @@ impl Passwords {
                 return false;
             };
             // Verification uses the parameters recorded in the stored hash.
-            let ok = inner
-                .argon2
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok();
+            let ok = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok();
             ok && known
         })
         .await
@@ -136,10 +128,7 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(p.verify("correct horse".into(), Some(hash.clone())).await);
         assert!(!p.verify("wrong horse".into(), Some(hash)).await);
-        assert!(
-            !p.verify("gatehouse dummy password for timing".into(), None)
-                .await
-        );
+        assert!(!p.verify("gatehouse dummy password for timing".into(), None).await);
     }
 
     #[test]

@@ -237,10 +237,7 @@ impl RouteTable {
                 .then_with(|| a.methods.is_empty().cmp(&b.methods.is_empty()))
                 .then_with(|| a.index.cmp(&b.index))
         });
-        RouteTable {
-            routes,
-            default_rule,
-        }
+        RouteTable { routes, default_rule }
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Matched<'_> {
@@ -248,8 +245,7 @@ impl RouteTable {
         // unless a route names HEAD itself.
         let found = self.routes.iter().find(|r| {
             r.pattern.matches(path)
-                && (r.allows(method)
-                    || (method == http::Method::HEAD && r.allows(&http::Method::GET)))
+                && (r.allows(method) || (method == http::Method::HEAD && r.allows(&http::Method::GET)))
         });
         match found {
             Some(route) => Matched {
@@ -320,9 +316,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for bad in [
-            "item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*",
-        ] {
+        for bad in ["item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -339,16 +333,10 @@ mod tests {
         let get = Method::GET;
         assert_eq!(t.lookup(&get, "/item/special").rule.policy, Policy::Admin);
         assert_eq!(t.lookup(&get, "/item/chair").rule.policy, Policy::Any);
-        assert_eq!(
-            t.lookup(&Method::POST, "/item/chair").rule.policy,
-            Policy::Fresh
-        );
+        assert_eq!(t.lookup(&Method::POST, "/item/chair").rule.policy, Policy::Fresh);
         assert_eq!(t.lookup(&get, "/item/a/b").rule.policy, Policy::Public);
         assert_eq!(t.lookup(&get, "/other").rule.policy, Policy::Deny);
-        assert_eq!(
-            t.lookup(&Method::HEAD, "/item/chair").rule.policy,
-            Policy::Any
-        );
+        assert_eq!(t.lookup(&Method::HEAD, "/item/chair").rule.policy, Policy::Any);
     }
 
     #[test]

@@ -17,13 +17,11 @@ use crate::admin::AdminApi;
 use crate::auth::Authenticator;
 use crate::config::{Config, SecretError};
 use crate::endpoints::BuiltIns;
+use crate::limits::LoginLimiter;
 use crate::passwords::Passwords;
 use crate::proxy::Gateway;
 use crate::store::{SledStore, Store, StoreError};
 use crate::tokens::{now_unix, TokenService};
-
-/// How often expired revocation entries are dropped from the store.
-const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,9 +52,8 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     let tokens = Arc::new(TokenService::new(&config.tokens, &token_secret));
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
 
-    let upstreams =
-        LoadBalancer::try_from_iter(config.upstream.addresses.iter().map(|a| a.to_string()))
-            .map_err(|e| StartError::Upstreams(e.to_string()))?;
+    let upstreams = LoadBalancer::try_from_iter(config.upstream.addresses.iter().map(|a| a.to_string()))
+        .map_err(|e| StartError::Upstreams(e.to_string()))?;
 
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -71,10 +68,12 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
+    let limiter = Arc::new(LoginLimiter::new(&config.limits));
     let builtins = BuiltIns::new(
         config.endpoints.clone(),
         Arc::clone(&auth),
         accounts.clone(),
+        Arc::clone(&limiter),
     );
     let gateway = Gateway::new(
         config.routes.clone(),
@@ -82,12 +81,10 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
         builtins,
         Arc::new(upstreams),
         config.upstream.clone(),
+        config.limits.clone(),
     );
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "gatehouse proxy",
-    );
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gatehouse proxy");
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -99,9 +96,11 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     admin.add_tcp(&config.admin.listen.to_string());
 
     let purge = background_service(
-        "revocation purge",
-        RevocationPurge {
+        "housekeeping",
+        Housekeeping {
             store: Arc::clone(&store),
+            limiter,
+            interval: config.store.purge_interval,
         },
     );
 
@@ -121,15 +120,18 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
 }
 
 /// Drops revocation entries whose tokens have expired anyway, so the
-/// revocation list does not grow without bound.
-struct RevocationPurge {
+/// revocation list does not grow without bound, and forgets stale login-limit
+/// state.
+struct Housekeeping {
     store: Arc<dyn Store>,
+    limiter: Arc<LoginLimiter>,
+    interval: Duration,
 }
 
 #[async_trait]
-impl BackgroundService for RevocationPurge {
+impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+        let mut ticker = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -139,6 +141,7 @@ impl BackgroundService for RevocationPurge {
                         Ok(purged) => tracing::info!(purged, "expired revocations purged"),
                         Err(e) => tracing::warn!(error = %e, "revocation purge failed"),
                     }
+                    self.limiter.prune();
                 }
             }
         }

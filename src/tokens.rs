@@ -45,6 +45,10 @@ pub struct Claims {
     pub is_admin: bool,
     /// The user's token version at issue; see [`crate::store::User::token_version`].
     pub ver: u64,
+    /// The login session this token belongs to: every token minted from one
+    /// password login (and its refreshes) shares it, so a replayed refresh
+    /// token can revoke the whole family.
+    pub fam: String,
 }
 
 impl Claims {
@@ -95,7 +99,11 @@ impl TokenService {
         self.access_ttl
     }
 
-    pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool) -> Result<Issued, ApiError> {
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool, family: &str) -> Result<Issued, ApiError> {
         let now = now_unix();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -113,6 +121,7 @@ impl TokenService {
             fresh: fresh && kind == TokenKind::Access,
             is_admin: user.is_admin,
             ver: user.token_version,
+            fam: family.to_owned(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding).map_err(|e| {
             tracing::error!(error = %e, "signing a token failed");
@@ -126,12 +135,13 @@ impl TokenService {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::InvalidToken);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
                 ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
                 _ => ApiError::InvalidToken,
-            })?;
+            }
+        })?;
         let claims = data.claims;
         match (expected, claims.kind) {
             (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
@@ -145,6 +155,11 @@ pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A new login-session (refresh family) id.
+pub fn new_family_id() -> String {
+    new_token_id()
 }
 
 fn new_token_id() -> String {
@@ -201,7 +216,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_every_claim() {
         let svc = service_with(SECRET, Duration::from_secs(60));
-        let issued = svc.issue(&user(), TokenKind::Access, true).unwrap();
+        let issued = svc.issue(&user(), TokenKind::Access, true, "f").unwrap();
         let claims = svc.verify(&issued.token, TokenKind::Access).unwrap();
         assert_eq!(claims, issued.claims);
         assert!(claims.fresh && claims.is_admin);
@@ -219,13 +234,13 @@ mod tests {
     #[test]
     fn token_types_do_not_cross() {
         let svc = service_with(SECRET, Duration::from_secs(60));
-        let refresh = svc.issue(&user(), TokenKind::Refresh, true).unwrap();
+        let refresh = svc.issue(&user(), TokenKind::Refresh, true, "f").unwrap();
         assert!(!refresh.claims.fresh, "refresh tokens are never fresh");
         assert_eq!(
             svc.verify(&refresh.token, TokenKind::Access),
             Err(ApiError::AccessTokenRequired)
         );
-        let access = svc.issue(&user(), TokenKind::Access, false).unwrap();
+        let access = svc.issue(&user(), TokenKind::Access, false, "f").unwrap();
         assert_eq!(
             svc.verify(&access.token, TokenKind::Refresh),
             Err(ApiError::RefreshTokenRequired)
@@ -235,19 +250,12 @@ mod tests {
     #[test]
     fn foreign_and_tampered_tokens_are_invalid() {
         let svc = service_with(SECRET, Duration::from_secs(60));
-        let other = service_with(
-            "another-secret-another-secret-another",
-            Duration::from_secs(60),
-        );
-        let token = other.issue(&user(), TokenKind::Access, true).unwrap().token;
-        assert_eq!(
-            svc.verify(&token, TokenKind::Access),
-            Err(ApiError::InvalidToken)
-        );
-        let good = svc.issue(&user(), TokenKind::Access, false).unwrap().token;
+        let other = service_with("another-secret-another-secret-another", Duration::from_secs(60));
+        let token = other.issue(&user(), TokenKind::Access, true, "f").unwrap().token;
+        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::InvalidToken));
+        let good = svc.issue(&user(), TokenKind::Access, false, "f").unwrap().token;
         let mut parts: Vec<&str> = good.split('.').collect();
-        let forged =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"7","fresh":true}"#);
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"7","fresh":true}"#);
         parts[1] = &forged;
         assert_eq!(
             svc.verify(&parts.join("."), TokenKind::Access),
@@ -266,12 +274,9 @@ mod tests {
     #[test]
     fn expired_tokens_say_so() {
         let svc = service_with(SECRET, Duration::from_secs(60));
-        let mut claims = svc.issue(&user(), TokenKind::Access, true).unwrap().claims;
+        let mut claims = svc.issue(&user(), TokenKind::Access, true, "f").unwrap().claims;
         claims.exp = now_unix() - 10;
         let token = jsonwebtoken::encode(&svc.header, &claims, &svc.encoding).unwrap();
-        assert_eq!(
-            svc.verify(&token, TokenKind::Access),
-            Err(ApiError::TokenExpired)
-        );
+        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::TokenExpired));
     }
 }

@@ -34,7 +34,11 @@ fn check_config_accepts_every_shipped_config() {
 fn check_config_points_at_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[upstream]\naddresses = [\"127.0.0.1:1\"]\n\n[[routes]]\npath = \"/a\"\npolicy = \"everyone\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[upstream]\naddresses = [\"127.0.0.1:1\"]\n\n[[routes]]\npath = \"/a\"\npolicy = \"everyone\"\n",
+    )
+    .unwrap();
     let out = Command::new(binary())
         .arg("check-config")
         .arg(&path)
@@ -43,10 +47,7 @@ fn check_config_points_at_the_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "{}:6:10: unknown policy `everyone`",
-            path.display()
-        )),
+        stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())),
         "{stderr}"
     );
 }
@@ -91,38 +92,20 @@ fn users_are_managed_offline_and_through_a_running_gateway() {
 
     // Online: the gateway holds the store, so the CLI uses the admin API.
     let out = gw.cli(
-        &[
-            "user",
-            "add",
-            "--email",
-            "Lee@Example.com",
-            "--username",
-            "lee",
-        ],
+        &["user", "add", "--email", "Lee@Example.com", "--username", "lee"],
         "lee-password\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     gw.login("lee@example.com", "lee-password");
     let out = gw.cli(&["user", "set-admin", "lee@example.com", "true"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = gw.cli(&["user", "list"], "");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
         listing.contains("lee@example.com") && listing.contains("admin@example.com"),
         "{listing}"
     );
-    assert!(
-        !listing.contains("argon2"),
-        "password hashes must not be listed"
-    );
+    assert!(!listing.contains("argon2"), "password hashes must not be listed");
 
     // Without the admin token the CLI explains what it needs.
     let out = gw
@@ -141,11 +124,7 @@ fn users_are_managed_offline_and_through_a_running_gateway() {
     // Offline: the CLI opens the store itself.
     gw.terminate();
     let out = gw.cli(&["user", "show", "lee@example.com"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["is_admin"], true);
     let out = gw.cli(&["user", "delete", "lee@example.com"], "");

@@ -24,6 +24,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub endpoints: EndpointsSection,
     #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
     pub policy: PolicySection,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteEntry>>,
@@ -72,6 +74,19 @@ pub struct TokensSection {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub path: Option<String>,
+    pub purge_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub login_per_ip_per_minute: Option<u32>,
+    pub failures_before_backoff: Option<Spanned<u32>>,
+    pub max_backoff: Option<Spanned<String>>,
+    pub account_failures_per_minute: Option<u32>,
+    pub max_header_bytes: Option<Spanned<usize>>,
+    pub client_read_timeout: Option<Spanned<String>>,
+    pub client_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

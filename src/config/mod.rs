@@ -43,6 +43,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub passwords: PasswordConfig,
     pub endpoints: EndpointConfig,
+    pub limits: LimitsConfig,
     pub routes: RouteTable,
 }
 
@@ -83,6 +84,41 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// How often expired revocation entries are dropped.
+    pub purge_interval: Duration,
+}
+
+/// Abuse and resource limits; see [`crate::limits`] for the login limits.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// `/login` and `/register` attempts per client IP per minute; 0 = off.
+    pub login_per_ip_per_minute: u32,
+    /// Wrong passwords in a row (per account and IP) before backoff starts.
+    pub failures_before_backoff: u32,
+    /// The longest backoff for one account and IP.
+    pub max_backoff: Duration,
+    /// Failed logins per account per minute, over all IPs; 0 = off.
+    pub account_failures_per_minute: u32,
+    /// Total size of a request's header block.
+    pub max_header_bytes: usize,
+    /// Longest wait for the next chunk of a request body.
+    pub client_read_timeout: Duration,
+    /// Longest wait for the next request on a kept-alive connection.
+    pub client_idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            login_per_ip_per_minute: 60,
+            failures_before_backoff: 5,
+            max_backoff: Duration::from_secs(15 * 60),
+            account_failures_per_minute: 30,
+            max_header_bytes: 32 * 1024,
+            client_read_timeout: Duration::from_secs(15),
+            client_idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,9 +170,7 @@ impl fmt::Debug for Secret {
 pub enum SecretError {
     #[error("no {purpose} is configured: {how}")]
     Missing { purpose: &'static str, how: String },
-    #[error(
-        "the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}"
-    )]
+    #[error("the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}")]
     TooShort {
         purpose: &'static str,
         len: usize,
@@ -216,8 +250,7 @@ impl Config {
                 message,
             }
         };
-        let model: FileConfig =
-            toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_owned()))?;
+        let model: FileConfig = toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_owned()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_file_model(model, path, base)
             .map_err(|Invalid { span, message }| locate(Some(span), message))
@@ -232,6 +265,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            limits,
             policy,
             routes,
         } = model;
@@ -247,9 +281,7 @@ impl Config {
             None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         };
         let threads = match server.threads {
-            Some(t) if *t.get_ref() == 0 => {
-                return Err(Invalid::at(&t, "server.threads must be at least 1"))
-            }
+            Some(t) if *t.get_ref() == 0 => return Err(Invalid::at(&t, "server.threads must be at least 1")),
             Some(t) => t.into_inner(),
             None => 1,
         };
@@ -285,12 +317,11 @@ impl Config {
         let identity_prefix = match upstream.identity_header_prefix {
             Some(p) => {
                 let value = p.get_ref();
-                if value.len() < 2
-                    || !value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                {
-                    return Err(Invalid::at(&p, "upstream.identity_header_prefix must be letters, digits and `-`, e.g. \"X-Auth-\""));
+                if value.len() < 2 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    return Err(Invalid::at(
+                        &p,
+                        "upstream.identity_header_prefix must be letters, digits and `-`, e.g. \"X-Auth-\"",
+                    ));
                 }
                 value.to_ascii_lowercase()
             }
@@ -331,6 +362,48 @@ impl Config {
 
         let store = StoreConfig {
             path: base.join(store.path.as_deref().unwrap_or("gatehouse-data")),
+            purge_interval: duration_or(store.purge_interval, Duration::from_secs(600))?,
+        };
+        if store.purge_interval.is_zero() {
+            return Err(Invalid {
+                span: 0..0,
+                message: "store.purge_interval must be longer than zero".into(),
+            });
+        }
+
+        let defaults = LimitsConfig::default();
+        let failures_before_backoff = match limits.failures_before_backoff {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(Invalid::at(
+                    &v,
+                    "limits.failures_before_backoff must be at least 1",
+                ))
+            }
+            Some(v) => v.into_inner(),
+            None => defaults.failures_before_backoff,
+        };
+        let max_header_bytes = match limits.max_header_bytes {
+            Some(v) if !(1024..=1024 * 1024).contains(v.get_ref()) => {
+                return Err(Invalid::at(
+                    &v,
+                    "limits.max_header_bytes must be between 1024 and 1048576",
+                ))
+            }
+            Some(v) => v.into_inner(),
+            None => defaults.max_header_bytes,
+        };
+        let limits = LimitsConfig {
+            login_per_ip_per_minute: limits
+                .login_per_ip_per_minute
+                .unwrap_or(defaults.login_per_ip_per_minute),
+            failures_before_backoff,
+            max_backoff: duration_or(limits.max_backoff, defaults.max_backoff)?,
+            account_failures_per_minute: limits
+                .account_failures_per_minute
+                .unwrap_or(defaults.account_failures_per_minute),
+            max_header_bytes,
+            client_read_timeout: duration_or(limits.client_read_timeout, defaults.client_read_timeout)?,
+            client_idle_timeout: duration_or(limits.client_idle_timeout, defaults.client_idle_timeout)?,
         };
 
         let passwords = PasswordConfig {
@@ -395,8 +468,8 @@ impl Config {
         for (index, entry) in routes.into_iter().enumerate() {
             let entry_span = entry.span();
             let entry = entry.into_inner();
-            let pattern = PathPattern::parse(entry.path.get_ref())
-                .map_err(|m| Invalid::at(&entry.path, m))?;
+            let pattern =
+                PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
             let policy: Policy = entry
                 .policy
                 .get_ref()
@@ -405,7 +478,8 @@ impl Config {
             if entry.fresh && policy != Policy::Admin {
                 return Err(Invalid {
                     span: entry_span,
-                    message: "`fresh = true` only applies to admin routes; use `policy = \"fresh\"` instead".into(),
+                    message: "`fresh = true` only applies to admin routes; use `policy = \"fresh\"` instead"
+                        .into(),
                 });
             }
             let mut methods = Vec::new();
@@ -422,11 +496,7 @@ impl Config {
                         ),
                     ));
                 }
-                methods.push(
-                    upper
-                        .parse()
-                        .map_err(|_| Invalid::at(m, "invalid method"))?,
-                );
+                methods.push(upper.parse().map_err(|_| Invalid::at(m, "invalid method"))?);
             }
             compiled.push(Route {
                 pattern,
@@ -448,6 +518,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            limits,
             routes: RouteTable::new(compiled, default_rule),
         })
     }
@@ -485,10 +556,7 @@ fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Dura
         Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
             Invalid::at(
                 &v,
-                format!(
-                    "`{}` is not a duration like \"15m\" or \"30d\": {e}",
-                    v.get_ref()
-                ),
+                format!("`{}` is not a duration like \"15m\" or \"30d\": {e}", v.get_ref()),
             )
         }),
         None => Ok(default),
@@ -504,11 +572,7 @@ fn bounded(
     match value {
         Some(v) if !range.contains(v.get_ref()) => Err(Invalid::at(
             &v,
-            format!(
-                "{key} must be between {} and {}",
-                range.start(),
-                range.end()
-            ),
+            format!("{key} must be between {} and {}", range.start(), range.end()),
         )),
         Some(v) => Ok(v.into_inner()),
         None => Ok(default),
@@ -578,8 +642,7 @@ access_ttl = "15m"
         let err = parse("[upstream]\naddresses = [\"localhost\"]\n[tokens]\n").unwrap_err();
         assert_eq!((err.line, err.column), (2, 14), "{err}");
 
-        let err =
-            parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
+        let err = parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
         assert_eq!(err.line, 4, "{err}");
         assert!(
             err.to_string().starts_with("/etc/gatehouse/test.toml:4:"),
@@ -592,8 +655,7 @@ access_ttl = "15m"
         assert!(parse(&MINIMAL.replace("15m", "fifteen")).is_err());
         let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/**/b\"\npolicy = \"any\"\n");
         assert!(parse(&text).unwrap_err().message.contains("**"));
-        let text =
-            format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
+        let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
         assert!(parse(&text)
             .unwrap_err()
             .message

@@ -32,6 +32,16 @@ pub struct User {
     pub token_version: u64,
 }
 
+/// Why a token id is on the revocation list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Logged out or revoked by an operator.
+    Revoked,
+    /// A refresh token already exchanged by `/refresh`: seeing it again means
+    /// it was copied.
+    Retired,
+}
+
 /// What a caller supplies to create an account.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -69,16 +79,22 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn users(&self) -> Result<Vec<User>, StoreError>;
     /// Applies a change durably; `None` if the user does not exist.
-    async fn change_user(&self, id: UserId, change: UserChange)
-        -> Result<Option<User>, StoreError>;
+    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError>;
     /// Deletes durably; `false` if the user did not exist.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
     /// Records a revoked token id until `expires_at` (unix seconds), durably.
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
-    /// Number of revocation entries held.
+    /// Whether (and how) a token id is no longer valid.
+    async fn revocation(&self, jti: &str) -> Result<Option<Revocation>, StoreError>;
+    /// Marks a refresh token as used by a rotation, durably and atomically:
+    /// `false` if it was already retired or revoked (a replay).
+    async fn retire(&self, jti: &str, expires_at: u64) -> Result<bool, StoreError>;
+    /// Revokes every token of one login session (refresh-token family), durably.
+    async fn revoke_family(&self, family: &str, expires_at: u64) -> Result<(), StoreError>;
+    async fn is_family_revoked(&self, family: &str) -> Result<bool, StoreError>;
+    /// Number of revocation entries (tokens and families) held.
     async fn revoked_count(&self) -> Result<usize, StoreError>;
-    /// Drops revocation entries whose token expired before `now`; returns how many.
+    /// Drops revocation entries whose tokens expired before `now`; returns how many.
     async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError>;
 }
 

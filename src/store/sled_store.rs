@@ -1,7 +1,8 @@
 //! The embedded store: sled 0.34 (stable line).
 //!
 //! Trees: `users` (id -> JSON user), `emails` (normalised email -> id),
-//! `revoked` (jti -> expiry, big-endian u64) and `meta` (the user id counter). sled holds an exclusive file lock,
+//! `revoked` (jti -> expiry, big-endian u64, and why), `families` (revoked
+//! login sessions -> expiry) and `meta` (the user id counter). sled holds an exclusive file lock,
 //! so only one process opens a store at a time; the CLI falls back to the
 //! running gateway's admin API when it finds the lock taken.
 
@@ -11,14 +12,33 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{normalise_email, NewUser, Store, StoreError, User, UserChange, UserId};
+use super::{normalise_email, NewUser, Revocation, Store, StoreError, User, UserChange, UserId};
 
 pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
     emails: sled::Tree,
     revoked: sled::Tree,
+    families: sled::Tree,
     meta: sled::Tree,
+}
+
+/// A revocation entry: the token's expiry (big-endian) and why it is listed.
+fn entry(expires_at: u64, why: Revocation) -> [u8; 9] {
+    let mut bytes = [0; 9];
+    bytes[..8].copy_from_slice(&expires_at.to_be_bytes());
+    bytes[8] = match why {
+        Revocation::Revoked => 0,
+        Revocation::Retired => 1,
+    };
+    bytes
+}
+
+fn entry_expiry(value: &[u8]) -> u64 {
+    value
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 impl SledStore {
@@ -38,6 +58,7 @@ impl SledStore {
             users: tree("users")?,
             emails: tree("emails")?,
             revoked: tree("revoked")?,
+            families: tree("families")?,
             meta: tree("meta")?,
             db,
         })
@@ -126,8 +147,8 @@ impl Store for SledStore {
         else {
             return Ok(None);
         };
-        let id = <[u8; 8]>::try_from(id.as_ref())
-            .map_err(|_| StoreError::Corrupt("email index entry".into()))?;
+        let id =
+            <[u8; 8]>::try_from(id.as_ref()).map_err(|_| StoreError::Corrupt("email index entry".into()))?;
         self.user(u64::from_be_bytes(id)).await
     }
 
@@ -139,11 +160,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    async fn change_user(
-        &self,
-        id: UserId,
-        change: UserChange,
-    ) -> Result<Option<User>, StoreError> {
+    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
         let key = id.to_be_bytes();
         let mut updated = None;
         let mut failure = None;
@@ -192,29 +209,62 @@ impl Store for SledStore {
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
         self.revoked
-            .insert(jti.as_bytes(), &expires_at.to_be_bytes())
+            .insert(jti.as_bytes(), &entry(expires_at, Revocation::Revoked))
             .map_err(backend)?;
         self.flush().await
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        self.revoked.contains_key(jti.as_bytes()).map_err(backend)
+    async fn revocation(&self, jti: &str) -> Result<Option<Revocation>, StoreError> {
+        Ok(self
+            .revoked
+            .get(jti.as_bytes())
+            .map_err(backend)?
+            .map(|v| match v.get(8) {
+                Some(1) => Revocation::Retired,
+                _ => Revocation::Revoked,
+            }))
+    }
+
+    async fn retire(&self, jti: &str, expires_at: u64) -> Result<bool, StoreError> {
+        let swapped = self
+            .revoked
+            .compare_and_swap(
+                jti.as_bytes(),
+                None as Option<&[u8]>,
+                Some(&entry(expires_at, Revocation::Retired)[..]),
+            )
+            .map_err(backend)?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn revoke_family(&self, family: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.families
+            .insert(family.as_bytes(), &expires_at.to_be_bytes())
+            .map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn is_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        self.families.contains_key(family.as_bytes()).map_err(backend)
     }
 
     async fn revoked_count(&self) -> Result<usize, StoreError> {
-        Ok(self.revoked.len())
+        Ok(self.revoked.len() + self.families.len())
     }
 
     async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError> {
         let mut purged = 0;
-        for entry in self.revoked.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let expires_at = <[u8; 8]>::try_from(value.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            if expires_at < now {
-                self.revoked.remove(key).map_err(backend)?;
-                purged += 1;
+        for tree in [&self.revoked, &self.families] {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(backend)?;
+                if entry_expiry(&value) < now {
+                    tree.remove(key).map_err(backend)?;
+                    purged += 1;
+                }
             }
         }
         if purged > 0 {
@@ -241,34 +291,19 @@ mod tests {
     async fn users_are_unique_by_case_insensitive_email() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let user = store
-            .create_user(new_user(" Ann@Example.com "))
-            .await
-            .unwrap();
+        let user = store.create_user(new_user(" Ann@Example.com ")).await.unwrap();
         assert_eq!(user.email, "ann@example.com");
         assert!(matches!(
             store.create_user(new_user("ANN@example.COM")).await,
             Err(StoreError::EmailTaken)
         ));
         assert_eq!(
-            store
-                .user_by_email("ann@EXAMPLE.com")
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
+            store.user_by_email("ann@EXAMPLE.com").await.unwrap().unwrap().id,
             user.id
         );
         assert!(store.delete_user(user.id).await.unwrap());
-        assert!(store
-            .user_by_email("ann@example.com")
-            .await
-            .unwrap()
-            .is_none());
-        store
-            .create_user(new_user("ann@example.com"))
-            .await
-            .unwrap();
+        assert!(store.user_by_email("ann@example.com").await.unwrap().is_none());
+        store.create_user(new_user("ann@example.com")).await.unwrap();
     }
 
     #[tokio::test]
@@ -306,10 +341,27 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         store.revoke("old", 100).await.unwrap();
         store.revoke("new", 10_000).await.unwrap();
-        assert!(store.is_revoked("old").await.unwrap());
-        assert_eq!(store.purge_expired_revocations(5_000).await.unwrap(), 1);
-        assert!(!store.is_revoked("old").await.unwrap());
-        assert!(store.is_revoked("new").await.unwrap());
+        store.revoke_family("fam-old", 100).await.unwrap();
+        assert_eq!(store.revocation("old").await.unwrap(), Some(Revocation::Revoked));
+        assert_eq!(store.revoked_count().await.unwrap(), 3);
+        assert_eq!(store.purge_expired_revocations(5_000).await.unwrap(), 2);
+        assert_eq!(store.revocation("old").await.unwrap(), None);
+        assert!(!store.is_family_revoked("fam-old").await.unwrap());
+        assert_eq!(store.revocation("new").await.unwrap(), Some(Revocation::Revoked));
         assert_eq!(store.revoked_count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_retires_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(store.retire("r1", 10_000).await.unwrap());
+        assert!(!store.retire("r1", 10_000).await.unwrap());
+        assert_eq!(store.revocation("r1").await.unwrap(), Some(Revocation::Retired));
+        store.revoke("r2", 10_000).await.unwrap();
+        assert!(
+            !store.retire("r2", 10_000).await.unwrap(),
+            "a revoked token can't be rotated"
+        );
     }
 }

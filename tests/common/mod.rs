@@ -319,8 +319,7 @@ max_body_bytes = 2048
                 self.child = None;
                 return Err(format!("gateway exited with {status}: {}", self.log()));
             }
-            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin_addr).is_ok()
-            {
+            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin_addr).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -353,12 +352,7 @@ max_body_bytes = 2048
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -391,10 +385,7 @@ max_body_bytes = 2048
         let resp = req.send().unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub fn register(&self, email: &str, username: &str, password: &str) -> Value {
@@ -409,11 +400,7 @@ max_body_bytes = 2048
 
     /// Logs in; returns (access, refresh).
     pub fn login(&self, email: &str, password: &str) -> (String, String) {
-        let (status, body) = self.post(
-            "/login",
-            None,
-            json!({"email": email, "password": password}),
-        );
+        let (status, body) = self.post("/login", None, json!({"email": email, "password": password}));
         assert_eq!(status, 200, "{body}");
         (
             body["access_token"].as_str().unwrap().to_owned(),

@@ -20,11 +20,7 @@ use crate::error::ApiError;
 pub const MAX_SLOW_MS: u64 = 60_000;
 
 /// Any method on `/debug/echo` and `/debug/echo/{*rest}`.
-pub(crate) async fn echo(
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Json<Value> {
+pub(crate) async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Json<Value> {
     // The request target as hyper parsed it, not normalised in any way.
     let path = uri
         .path_and_query()
@@ -51,17 +47,12 @@ pub(crate) struct SlowQuery {
 }
 
 /// `GET /debug/slow?ms=N`: sleep `min(N, MAX_SLOW_MS)` ms, then answer.
-pub(crate) async fn slow(
-    query: Result<Query<SlowQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn slow(query: Result<Query<SlowQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            format!(
-                "Expected ?ms=<non-negative integer>: {}",
-                rejection.body_text()
-            ),
+            format!("Expected ?ms=<non-negative integer>: {}", rejection.body_text()),
         )
     })?;
     let ms = query.ms.unwrap_or(0).min(MAX_SLOW_MS);

@@ -197,11 +197,7 @@ pub(crate) async fn list_products(State(app): State<AppState>) -> Json<Value> {
 }
 
 fn category_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "category_not_found",
-        "Category not found.",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "category_not_found", "Category not found.")
 }
 
 /// `GET /category/{name}`.
@@ -253,10 +249,6 @@ pub(crate) async fn delete_category(
 /// `GET /categories`.
 pub(crate) async fn list_categories(State(app): State<AppState>) -> Json<Value> {
     let store = app.store.lock();
-    let categories: Vec<Category> = store
-        .categories
-        .iter()
-        .map(|name| store.category(name))
-        .collect();
+    let categories: Vec<Category> = store.categories.iter().map(|name| store.category(name)).collect();
     Json(json!({ "categories": categories }))
 }

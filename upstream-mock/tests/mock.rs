@@ -53,10 +53,7 @@ impl Mock {
     async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let response = request.send().await.unwrap();
         let status = response.status();
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
         assert_eq!(content_type, "application/json");
         (status, response.json().await.unwrap())
     }
@@ -245,10 +242,7 @@ async fn products() {
     }
 
     let (status, body) = mock
-        .post(
-            "/product/widget",
-            r#"{"price": 9.99, "category": "gadgets"}"#,
-        )
+        .post("/product/widget", r#"{"price": 9.99, "category": "gadgets"}"#)
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["created_by"], Value::Null);
@@ -319,10 +313,7 @@ async fn echo_reports_every_header_copy_and_the_raw_path() {
     assert_eq!(status, 200);
     assert_eq!(body["method"], "GET");
     assert_eq!(body["path"], "/debug/echo/a/../b//c?x=1&y=%20&x=2");
-    assert_eq!(
-        body["headers"]["x-dup"],
-        json!(["first", "second", "third"])
-    );
+    assert_eq!(body["headers"]["x-dup"], json!(["first", "second", "third"]));
     assert_eq!(body["headers"]["host"], json!(["upstream.test"]));
     assert_eq!(body["headers"]["x-auth-user-id"], json!(["5"]));
     assert_eq!(body["headers"]["connection"], json!(["close"]));
@@ -346,9 +337,7 @@ async fn echo_reports_every_header_copy_and_the_raw_path() {
         json!(["10.0.0.1", "10.0.0.2"])
     );
 
-    let (status, body) = mock
-        .send(mock.client.delete(mock.url("/debug/echo/?q")))
-        .await;
+    let (status, body) = mock.send(mock.client.delete(mock.url("/debug/echo/?q"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["method"], "DELETE");
     assert_eq!(body["path"], "/debug/echo/?q");
