@@ -128,6 +128,12 @@ impl AdminApi {
                     &serde_json::json!({"message": "Token revoked.", "token_id": claims.jti, "user_id": claims.sub}),
                 )
             }
+            (&Method::GET, ["admin", "stats"]) => {
+                let store = self.accounts.store();
+                let users = store.users().await?.len();
+                let revocations = store.revoked_count().await?;
+                ok(&serde_json::json!({"users": users, "revocations": revocations}))
+            }
             (_, ["admin", ..]) => Err(ApiError::NotFound),
             _ => Err(ApiError::NotFound),
         }

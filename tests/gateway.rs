@@ -59,7 +59,10 @@ fn refreshed_tokens_are_not_fresh_so_they_can_read_but_not_create() {
 
     let (status, body) = gw.post("/refresh", Some(&refresh), json!(null));
     assert_eq!(status, 200, "{body}");
-    assert!(body["refresh_token"].is_string(), "refresh rotates the refresh token");
+    assert!(
+        body["refresh_token"].is_string(),
+        "refresh rotates the refresh token"
+    );
     let stale = body["access_token"].as_str().unwrap().to_owned();
 
     let (status, body) = gw.post("/item/vase", Some(&stale), json!({"price": 3}));

@@ -116,7 +116,16 @@ pub struct Options {
     /// Replaces the `[upstream]` extras (e.g. `pass_authorization = true`).
     pub upstream_extra: String,
     pub endpoints_extra: String,
+    /// Lines added to the `[store]` section.
+    pub store_extra: String,
     pub seed_admin: bool,
+}
+
+impl Options {
+    pub fn with_store_extra(mut self, lines: &str) -> Self {
+        self.store_extra = lines.to_owned();
+        self
+    }
 }
 
 impl Default for Options {
@@ -126,6 +135,7 @@ impl Default for Options {
             extra: String::new(),
             upstream_extra: String::new(),
             endpoints_extra: String::new(),
+            store_extra: String::new(),
             seed_admin: true,
         }
     }
@@ -278,6 +288,7 @@ leeway = "0s"
 
 [store]
 path = "data"
+{store_extra}
 
 [passwords]
 memory_kib = 1024
@@ -295,6 +306,7 @@ max_body_bytes = 2048
             upstream_extra = options.upstream_extra,
             ttl = options.access_ttl,
             endpoints_extra = options.endpoints_extra,
+            store_extra = options.store_extra,
             routes = ROUTES,
             extra = options.extra,
         );
@@ -442,6 +454,35 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends raw bytes on a new connection and reads until the gateway closes it
+/// (send `Connection: close`). Returns the status code and the body.
+pub fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Calls the admin API with the admin token.
+pub fn admin_api(gw: &Gateway, method: reqwest::Method, path: &str) -> Value {
+    let resp = gw
+        .http
+        .request(method, format!("http://{}{}", gw.admin_addr, path))
+        .bearer_auth(&gw.admin_token)
+        .send()
+        .unwrap();
+    resp.json().unwrap()
 }
 
 /// Sends a signal with kill(1): the crate forbids `unsafe`, so no libc call.
