@@ -101,6 +101,7 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
             store: Arc::clone(&store),
             limiter,
             interval: config.store.purge_interval,
+            leeway: config.tokens.leeway,
         },
     );
 
@@ -126,6 +127,7 @@ struct Housekeeping {
     store: Arc<dyn Store>,
     limiter: Arc<LoginLimiter>,
     interval: Duration,
+    leeway: Duration,
 }
 
 #[async_trait]
@@ -136,7 +138,10 @@ impl BackgroundService for Housekeeping {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {
-                    match self.store.purge_expired_revocations(now_unix()).await {
+                    // An entry may go only once its token fails the expiry check
+                    // on its own, leeway included.
+                    let cutoff = now_unix().saturating_sub(self.leeway.as_secs());
+                    match self.store.purge_expired_revocations(cutoff).await {
                         Ok(0) => {}
                         Ok(purged) => tracing::info!(purged, "expired revocations purged"),
                         Err(e) => tracing::warn!(error = %e, "revocation purge failed"),
