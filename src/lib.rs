@@ -11,8 +11,10 @@
 //! (every refusal and its HTTP mapping), [`server`] (assembly) and [`cli`].
 
 pub mod accounts;
+#[cfg(feature = "server")]
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod cli;
 pub mod config;
 pub mod endpoints;
@@ -21,7 +23,9 @@ pub mod limits;
 pub mod passwords;
 pub mod path;
 pub mod policy;
+#[cfg(feature = "server")]
 pub mod proxy;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
 pub mod tokens;
