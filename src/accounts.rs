@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::store::{NewUser, Store, StoreError, User, UserChange, UserId};
 use crate::tokens::{Claims, TokenKind, TokenService};
@@ -49,11 +50,12 @@ pub struct Registration {
 pub struct Accounts {
     store: Arc<dyn Store>,
     passwords: Passwords,
+    metrics: Arc<Metrics>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, passwords: Passwords) -> Self {
-        Accounts { store, passwords }
+    pub fn new(store: Arc<dyn Store>, passwords: Passwords, metrics: Arc<Metrics>) -> Self {
+        Accounts { store, passwords, metrics }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -102,21 +104,16 @@ impl Accounts {
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
-        let user = self
-            .store
-            .user_by_email(email)
-            .await?
-            .ok_or(ApiError::UserNotFound)?;
+        let user = self.store.user_by_email(email).await?.ok_or(ApiError::UserNotFound)?;
         Ok(UserView::from(&user))
     }
 
     pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {
-        let user = self
-            .store
-            .change_user(id, change)
-            .await?
-            .ok_or(ApiError::UserNotFound)?;
+        let user = self.store.change_user(id, change).await?.ok_or(ApiError::UserNotFound)?;
         tracing::info!(user_id = id, ?change, "account changed");
+        if matches!(change, UserChange::RevokeAllTokens | UserChange::SetBlocked(true)) {
+            self.metrics.revocations.with_label_values(&["user"]).inc();
+        }
         Ok(UserView::from(&user))
     }
 
@@ -125,6 +122,7 @@ impl Accounts {
             return Err(ApiError::UserNotFound);
         }
         tracing::info!(user_id = id, "account deleted");
+        self.metrics.revocations.with_label_values(&["user"]).inc();
         Ok(())
     }
 
@@ -132,6 +130,7 @@ impl Accounts {
     pub async fn revoke(&self, claims: &Claims) -> Result<(), ApiError> {
         self.store.revoke(&claims.jti, claims.exp).await?;
         tracing::info!(user_id = %claims.sub, token_id = %claims.jti, kind = ?claims.kind, "token revoked");
+        self.metrics.revocations.with_label_values(&["token"]).inc();
         Ok(())
     }
 
@@ -156,8 +155,6 @@ fn validate_email(email: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::InvalidRequest(
-            "email must be an address like name@example.com".into(),
-        ))
+        Err(ApiError::InvalidRequest("email must be an address like name@example.com".into()))
     }
 }

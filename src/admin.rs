@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -19,6 +20,8 @@ use crate::auth::bearer_token;
 use crate::config::Secret;
 use crate::endpoints::{parse_json, Reply};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::proxy::Live;
 use crate::store::{UserChange, UserId};
 use crate::tokens::TokenService;
 
@@ -32,6 +35,8 @@ pub struct AdminApi {
     tokens: Option<Arc<TokenService>>,
     /// Absent for in-process use by the CLI, which needs no HTTP authentication.
     admin_token: Option<Secret>,
+    /// The running gateway's metrics and live config, for `/metrics` and `/readyz`.
+    operations: Option<(Arc<Metrics>, Arc<ArcSwap<Live>>)>,
 }
 
 #[derive(Deserialize)]
@@ -47,11 +52,42 @@ struct RevokeRequest {
 
 impl AdminApi {
     pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
-        AdminApi {
-            accounts,
-            tokens,
-            admin_token,
-        }
+        AdminApi { accounts, tokens, admin_token, operations: None }
+    }
+
+    /// Adds `/metrics` and upstream readiness (the running gateway's admin listener).
+    pub fn with_operations(mut self, metrics: Arc<Metrics>, live: Arc<ArcSwap<Live>>) -> Self {
+        self.operations = Some((metrics, live));
+        self
+    }
+
+    /// Ready: the store answers and at least one upstream passes its health check.
+    async fn readiness(&self) -> Reply {
+        let store_ok = match self.accounts.store().revoked_count().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: store check failed");
+                false
+            }
+        };
+        let upstreams: Vec<(String, bool)> = match &self.operations {
+            Some((_, live)) => {
+                live.load().upstreams.health().into_iter().map(|(a, ok)| (a.to_string(), ok)).collect()
+            }
+            None => Vec::new(),
+        };
+        let ready = store_ok && upstreams.iter().any(|(_, ok)| *ok);
+        let upstream_states: serde_json::Map<String, serde_json::Value> = upstreams
+            .into_iter()
+            .map(|(addr, ok)| (addr, serde_json::Value::from(if ok { "healthy" } else { "unhealthy" })))
+            .collect();
+        let body = serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "store": if store_ok { "ok" } else { "failing" },
+            "upstreams": upstream_states,
+        });
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        Reply::json(status, &body)
     }
 
     fn authorised(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
@@ -69,9 +105,7 @@ impl AdminApi {
     /// Runs one admin operation. The HTTP listener authenticates before calling
     /// this; the CLI calls it directly when it holds the store itself.
     pub async fn call(&self, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
-        self.route(method, path, query, body)
-            .await
-            .unwrap_or_else(|e| Reply::error(&e))
+        self.route(method, path, query, body).await.unwrap_or_else(|e| Reply::error(&e))
     }
 
     async fn route(
@@ -110,10 +144,7 @@ impl AdminApi {
                 ok(&user)
             }
             (&Method::POST, ["admin", "users", id, "revoke-tokens"]) => {
-                let user = self
-                    .accounts
-                    .change(user_id(id)?, UserChange::RevokeAllTokens)
-                    .await?;
+                let user = self.accounts.change(user_id(id)?, UserChange::RevokeAllTokens).await?;
                 ok(&user)
             }
             (&Method::POST, ["admin", "revoke"]) => {
@@ -148,11 +179,18 @@ impl AdminApi {
             (&Method::GET, "/healthz") => {
                 return Reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
             }
-            (&Method::GET, "/readyz") => {
-                return match self.accounts.store().revoked_count().await {
-                    Ok(_) => Reply::json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-                    Err(e) => Reply::error(&ApiError::from(e)),
-                };
+            (&Method::GET, "/readyz") => return self.readiness().await,
+            (&Method::GET, "/metrics") => {
+                if let Some((metrics, _)) = &self.operations {
+                    if let Ok(count) = self.accounts.store().revoked_count().await {
+                        metrics.revocation_entries.set(i64::try_from(count).unwrap_or(i64::MAX));
+                    }
+                    return Reply {
+                        status: StatusCode::OK,
+                        body: metrics.render(),
+                        headers: vec![(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT.to_owned())],
+                    };
+                }
             }
             _ => {}
         }
@@ -173,15 +211,15 @@ impl ServeHttp for AdminApi {
         let reply = self.respond(session).await;
         let mut builder = Response::builder()
             .status(reply.status)
-            .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::CONTENT_LENGTH, reply.body.len())
             .header(http::header::CACHE_CONTROL, "no-store");
+        if !reply.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE) {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
         for (name, value) in &reply.headers {
             builder = builder.header(name, value);
         }
-        builder
-            .body(reply.body)
-            .unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
+        builder.body(reply.body).unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
     }
 }
 
@@ -190,25 +228,17 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ADMIN_BODY => {
-                return Err(ApiError::BodyTooLarge {
-                    limit: MAX_ADMIN_BODY,
-                })
+                return Err(ApiError::BodyTooLarge { limit: MAX_ADMIN_BODY })
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => return Ok(body),
-            Err(_) => {
-                return Err(ApiError::InvalidRequest(
-                    "the request body could not be read".into(),
-                ))
-            }
+            Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
         }
     }
 }
 
 fn email_param(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "email")
-        .map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "email").map(|(_, v)| v.into_owned())
 }
 
 fn user_id(raw: &str) -> Result<UserId, ApiError> {

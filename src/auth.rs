@@ -74,11 +74,7 @@ impl Authenticator {
         if self.store.is_family_revoked(&claims.fam).await? {
             return Err(ApiError::TokenRevoked);
         }
-        let user = self
-            .store
-            .user(claims.user_id()?)
-            .await?
-            .ok_or(ApiError::AccountNotFound)?;
+        let user = self.store.user(claims.user_id()?).await?.ok_or(ApiError::AccountNotFound)?;
         if user.blocked {
             return Err(ApiError::AccountBlocked);
         }
@@ -117,9 +113,7 @@ impl Authenticator {
             Policy::Public => Ok(None),
             Policy::Optional => match bearer_token(headers)? {
                 None => Ok(None),
-                Some(token) => Ok(Some(
-                    self.authenticate(token, TokenKind::Access).await?.identity(),
-                )),
+                Some(token) => Ok(Some(self.authenticate(token, TokenKind::Access).await?.identity())),
             },
             Policy::Any | Policy::Fresh | Policy::Admin => {
                 let auth = self.require_access(headers).await?;
@@ -148,10 +142,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     if values.next().is_some() {
         return Err(ApiError::DuplicateAuthorization);
     }
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::MalformedAuthorization)?
-        .trim();
+    let value = value.to_str().map_err(|_| ApiError::MalformedAuthorization)?.trim();
     let (scheme, token) = value.split_once(' ').ok_or(ApiError::MalformedAuthorization)?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
@@ -175,28 +166,11 @@ mod tests {
     #[test]
     fn bearer_header_parsing() {
         assert_eq!(bearer_token(&headers(&[])), Ok(None));
-        assert_eq!(
-            bearer_token(&headers(&["Bearer abc.def.ghi"])),
-            Ok(Some("abc.def.ghi"))
-        );
+        assert_eq!(bearer_token(&headers(&["Bearer abc.def.ghi"])), Ok(Some("abc.def.ghi")));
         assert_eq!(bearer_token(&headers(&["bearer   abc"])), Ok(Some("abc")));
-        for bad in [
-            "",
-            "Bearer",
-            "Bearer ",
-            "Basic dXNlcjpwYXNz",
-            "abc.def.ghi",
-            "Bearer a b",
-        ] {
-            assert_eq!(
-                bearer_token(&headers(&[bad])),
-                Err(ApiError::MalformedAuthorization),
-                "{bad:?}"
-            );
+        for bad in ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "abc.def.ghi", "Bearer a b"] {
+            assert_eq!(bearer_token(&headers(&[bad])), Err(ApiError::MalformedAuthorization), "{bad:?}");
         }
-        assert_eq!(
-            bearer_token(&headers(&["Bearer a", "Bearer b"])),
-            Err(ApiError::DuplicateAuthorization)
-        );
+        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(ApiError::DuplicateAuthorization));
     }
 }

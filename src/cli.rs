@@ -17,18 +17,16 @@ use serde_json::{json, Value};
 
 use crate::accounts::{Accounts, UserView};
 use crate::admin::AdminApi;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
+use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::{serve, RunOptions};
 use crate::store::{SledStore, StoreError};
 use crate::tokens::TokenService;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "An authentication gateway built on pingora"
-)]
+#[command(name = "gatehouse", version, about = "An authentication gateway built on pingora")]
 pub struct Cli {
     /// The config file.
     #[arg(
@@ -104,12 +102,22 @@ enum RevokeCommand {
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { upgrade } => Config::load(&cli.config)
-            .map_err(|e| e.to_string())
-            .and_then(|config| serve(config, RunOptions { upgrade }).map_err(|e| e.to_string())),
-        Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(&cli.config)),
-        Command::User(command) => user_command(&cli.config, command),
-        Command::Revoke(command) => revoke_command(&cli.config, command),
+        Command::Serve { upgrade } => {
+            Config::load(&cli.config).map_err(|e| e.to_string()).and_then(|config| {
+                init_logging(config.log.format, &config.log.level);
+                serve(config, RunOptions { upgrade }).map_err(|e| e.to_string())
+            })
+        }
+        command => {
+            // Commands print their own results; logs only for trouble.
+            init_logging(LogFormat::Text, "warn");
+            match command {
+                Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(&cli.config)),
+                Command::User(command) => user_command(&cli.config, command),
+                Command::Revoke(command) => revoke_command(&cli.config, command),
+                Command::Serve { .. } => Ok(()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,11 +148,7 @@ fn check_config(path: &Path) -> Result<(), String> {
 fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let admin = AdminClient::connect(config_path)?;
     let (method, path, body) = match &command {
-        UserCommand::Add {
-            email,
-            username,
-            admin: is_admin,
-        } => {
+        UserCommand::Add { email, username, admin: is_admin } => {
             let password = read_password()?;
             (
                 Method::POST,
@@ -164,15 +168,9 @@ fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> 
     let answer = admin.call(method, &path, &body)?;
     if matches!(command, UserCommand::List) {
         let users: Vec<UserView> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
-        println!(
-            "{:>6}  {:<32} {:<20} {:<5} {:<7}",
-            "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED"
-        );
+        println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
         for u in users {
-            println!(
-                "{:>6}  {:<32} {:<20} {:<5} {:<7}",
-                u.id, u.email, u.username, u.is_admin, u.blocked
-            );
+            println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
         }
     } else {
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
@@ -199,6 +197,16 @@ fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), Stri
     Ok(())
 }
 
+/// Logs to stderr, as text or JSON lines; `GATEHOUSE_LOG` overrides the level.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+}
+
 /// Reads a new password: prompted twice on a terminal, else one line of stdin.
 fn read_password() -> Result<String, String> {
     if std::io::stdin().is_terminal() {
@@ -221,15 +229,8 @@ fn read_password() -> Result<String, String> {
 /// Runs admin operations in-process on the store, or over HTTP against the
 /// gateway that holds it.
 enum AdminClient {
-    Local {
-        api: AdminApi,
-        runtime: tokio::runtime::Runtime,
-    },
-    Remote {
-        base: String,
-        token: crate::config::Secret,
-        http: reqwest::blocking::Client,
-    },
+    Local { api: AdminApi, runtime: tokio::runtime::Runtime },
+    Remote { base: String, token: crate::config::Secret, http: reqwest::blocking::Client },
 }
 
 impl AdminClient {
@@ -238,13 +239,10 @@ impl AdminClient {
         match SledStore::open(&config.store.path) {
             Ok(store) => {
                 let passwords = Passwords::new(&config.passwords)?;
-                let tokens = config
-                    .tokens
-                    .secret
-                    .load()
-                    .ok()
-                    .map(|s| Arc::new(TokenService::new(&config.tokens, &s)));
-                let api = AdminApi::new(Accounts::new(Arc::new(store), passwords), tokens, None);
+                let tokens =
+                    config.tokens.secret.load().ok().map(|s| Arc::new(TokenService::new(&config.tokens, &s)));
+                let accounts = Accounts::new(Arc::new(store), passwords, Arc::new(Metrics::new()));
+                let api = AdminApi::new(accounts, tokens, None);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -260,11 +258,7 @@ impl AdminClient {
                     .timeout(std::time::Duration::from_secs(30))
                     .build()
                     .map_err(|e| e.to_string())?;
-                Ok(AdminClient::Remote {
-                    base: format!("http://{}", config.admin.listen),
-                    token,
-                    http,
-                })
+                Ok(AdminClient::Remote { base: format!("http://{}", config.admin.listen), token, http })
             }
             Err(e) => Err(e.to_string()),
         }
@@ -275,24 +269,15 @@ impl AdminClient {
         if user.parse::<u64>().is_ok() {
             return Ok(format!("/admin/users/{user}"));
         }
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("email", user)
-            .finish();
+        let query: String =
+            form_urlencoded::Serializer::new(String::new()).append_pair("email", user).finish();
         let found = self.call(Method::GET, &format!("/admin/users?{query}"), &Value::Null)?;
-        let id = found
-            .get(0)
-            .and_then(|u| u.get("id"))
-            .and_then(Value::as_u64)
-            .ok_or("no such user")?;
+        let id = found.get(0).and_then(|u| u.get("id")).and_then(Value::as_u64).ok_or("no such user")?;
         Ok(format!("/admin/users/{id}"))
     }
 
     fn call(&self, method: Method, path_and_query: &str, body: &Value) -> Result<Value, String> {
-        let body_bytes = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
+        let body_bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
         let (status, bytes) = match self {
             AdminClient::Local { api, runtime } => {
                 let (path, query) = match path_and_query.split_once('?') {
@@ -312,10 +297,7 @@ impl AdminClient {
                     .body(body_bytes)
                     .send()
                     .map_err(|e| format!("the store is in use by another process, and no gateway admin API answers at {base}: {e}"))?;
-                (
-                    response.status(),
-                    response.bytes().map_err(|e| e.to_string())?.to_vec(),
-                )
+                (response.status(), response.bytes().map_err(|e| e.to_string())?.to_vec())
             }
         };
         let value: Value =
@@ -323,11 +305,7 @@ impl AdminClient {
         if status.is_success() {
             Ok(value)
         } else {
-            Err(value
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the operation failed")
-                .to_owned())
+            Err(value.get("message").and_then(Value::as_str).unwrap_or("the operation failed").to_owned())
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::auth::{bearer_token, Authenticator};
 use crate::config::EndpointConfig;
 use crate::error::ApiError;
 use crate::limits::LoginLimiter;
+use crate::metrics::Metrics;
 use crate::store::UserChange;
 use crate::store::UserId;
 use crate::tokens::{new_family_id, TokenKind};
@@ -30,11 +31,7 @@ pub struct Reply {
 impl Reply {
     pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply {
-                status,
-                body,
-                headers: Vec::new(),
-            },
+            Ok(body) => Reply { status, body, headers: Vec::new() },
             Err(_) => Reply::error(&ApiError::Internal),
         }
     }
@@ -47,11 +44,7 @@ impl Reply {
         if let Some(seconds) = error.retry_after() {
             headers.push((http::header::RETRY_AFTER, seconds.to_string()));
         }
-        Reply {
-            status: error.status(),
-            body: error.body(),
-            headers,
-        }
+        Reply { status: error.status(), body: error.body(), headers }
     }
 
     fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
@@ -121,6 +114,7 @@ pub struct BuiltIns {
     auth: Arc<Authenticator>,
     accounts: Accounts,
     limiter: Arc<LoginLimiter>,
+    metrics: Arc<Metrics>,
 }
 
 impl BuiltIns {
@@ -129,13 +123,9 @@ impl BuiltIns {
         auth: Arc<Authenticator>,
         accounts: Accounts,
         limiter: Arc<LoginLimiter>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        BuiltIns {
-            paths,
-            auth,
-            accounts,
-            limiter,
-        }
+        BuiltIns { paths, auth, accounts, limiter, metrics }
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -182,6 +172,9 @@ impl BuiltIns {
         if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
             if let Err(e) = self.limiter.check_ip(client) {
                 tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
+                if endpoint == Endpoint::Login {
+                    self.metrics.logins.with_label_values(&[e.code()]).inc();
+                }
                 return Reply::error(&e);
             }
         }
@@ -190,8 +183,19 @@ impl BuiltIns {
                 Reply::from_result(StatusCode::OK, self.revoke_user_tokens(headers, id).await)
             }
             Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
-            Endpoint::Login => Reply::from_result(StatusCode::OK, self.login(body, client).await),
-            Endpoint::Refresh => Reply::from_result(StatusCode::OK, self.refresh(headers).await),
+            Endpoint::Login => {
+                let result = self.login(body, client).await;
+                self.metrics.logins.with_label_values(&[result_label(&result)]).inc();
+                Reply::from_result(StatusCode::OK, result)
+            }
+            Endpoint::Refresh => {
+                let result = self.refresh(headers).await;
+                self.metrics.refreshes.with_label_values(&[result_label(&result)]).inc();
+                if matches!(result, Err(ApiError::RefreshTokenReused)) {
+                    self.metrics.revocations.with_label_values(&["session"]).inc();
+                }
+                Reply::from_result(StatusCode::OK, result)
+            }
             Endpoint::Logout => Reply::from_result(StatusCode::OK, self.logout(headers, body).await),
             Endpoint::User(id) if *method == Method::GET => {
                 Reply::from_result(StatusCode::OK, self.show_user(headers, id).await)
@@ -210,20 +214,9 @@ impl BuiltIns {
             username: String,
             password: String,
         }
-        let Public {
-            email,
-            username,
-            password,
-        } = parse_json(body)?;
+        let Public { email, username, password } = parse_json(body)?;
         // Self-registration never creates administrators.
-        self.accounts
-            .create(Registration {
-                email,
-                username,
-                password,
-                is_admin: false,
-            })
-            .await
+        self.accounts.create(Registration { email, username, password, is_admin: false }).await
     }
 
     async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
@@ -261,12 +254,7 @@ impl BuiltIns {
         let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
         // Rotation: the presented refresh token is used up. If another request
         // retired it first, this is a replay of a copied token.
-        if !self
-            .accounts
-            .store()
-            .retire(&auth.claims.jti, auth.claims.exp)
-            .await?
-        {
+        if !self.accounts.store().retire(&auth.claims.jti, auth.claims.exp).await? {
             return Err(self.auth.refresh_replayed(&auth.claims).await);
         }
         let tokens = self.auth.tokens();
@@ -294,34 +282,24 @@ impl BuiltIns {
             Some(token) => match self.auth.tokens().verify(&token, TokenKind::Refresh) {
                 Ok(claims) if claims.sub == auth.claims.sub => Some(claims),
                 Ok(_) => {
-                    return Err(ApiError::InvalidRequest(
-                        "refresh_token belongs to another account".into(),
-                    ))
+                    return Err(ApiError::InvalidRequest("refresh_token belongs to another account".into()))
                 }
                 // Already expired: nothing left to revoke.
                 Err(ApiError::TokenExpired) => None,
                 Err(_) => {
-                    return Err(ApiError::InvalidRequest(
-                        "refresh_token is not a valid refresh token".into(),
-                    ))
+                    return Err(ApiError::InvalidRequest("refresh_token is not a valid refresh token".into()))
                 }
             },
         };
         if request.everywhere {
-            self.accounts
-                .change(auth.user.id, UserChange::RevokeAllTokens)
-                .await?;
-            return Ok(Message {
-                message: "Logged out everywhere.",
-            });
+            self.accounts.change(auth.user.id, UserChange::RevokeAllTokens).await?;
+            return Ok(Message { message: "Logged out everywhere." });
         }
         self.accounts.revoke(&auth.claims).await?;
         if let Some(claims) = refresh_claims {
             self.accounts.revoke(&claims).await?;
         }
-        Ok(Message {
-            message: "Logged out.",
-        })
+        Ok(Message { message: "Logged out." })
     }
 
     /// `DELETE {users}/{id}/tokens`: the user themself, or a fresh admin.
@@ -337,9 +315,7 @@ impl BuiltIns {
             }
         }
         self.accounts.change(id, UserChange::RevokeAllTokens).await?;
-        Ok(Message {
-            message: "Every token of this user is revoked.",
-        })
+        Ok(Message { message: "Every token of this user is revoked." })
     }
 
     async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
@@ -360,9 +336,15 @@ impl BuiltIns {
             return Err(ApiError::FreshTokenRequired);
         }
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
-        Ok(Message {
-            message: "User deleted.",
-        })
+        Ok(Message { message: "User deleted." })
+    }
+}
+
+/// `success`, or the error code: the `result` label of the login and refresh counters.
+fn result_label<T>(result: &Result<T, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(e) => e.code(),
     }
 }
 

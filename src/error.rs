@@ -169,11 +169,8 @@ impl ApiError {
             error: &'a str,
             message: String,
         }
-        serde_json::to_vec(&Body {
-            error: self.code(),
-            message: self.message(),
-        })
-        .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
+        serde_json::to_vec(&Body { error: self.code(), message: self.message() })
+            .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
     }
 
     /// Seconds for a `Retry-After` header, on 429s.
@@ -195,10 +192,7 @@ impl ApiError {
             ApiError::FreshTokenRequired => "insufficient_scope",
             _ => "invalid_token",
         };
-        Some(format!(
-            "Bearer error=\"{error}\", error_description=\"{}\"",
-            self.message().replace('"', "'")
-        ))
+        Some(format!("Bearer error=\"{error}\", error_description=\"{}\"", self.message().replace('"', "'")))
     }
 }
 

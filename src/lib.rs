@@ -20,6 +20,7 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod passwords;
 pub mod path;
 pub mod policy;
@@ -29,3 +30,5 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod tokens;
+#[cfg(feature = "server")]
+pub mod upstreams;

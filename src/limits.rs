@@ -50,20 +50,14 @@ struct Backoff {
 }
 
 fn retry_after(wait: Duration) -> ApiError {
-    ApiError::RateLimited {
-        retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-    }
+    ApiError::RateLimited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
 }
 
 impl LoginLimiter {
     pub fn new(settings: &LimitsConfig) -> Self {
         let per_ip = NonZeroU32::new(settings.login_per_ip_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        LoginLimiter {
-            per_ip,
-            accounts: Mutex::new(HashMap::new()),
-            settings: settings.clone(),
-        }
+        LoginLimiter { per_ip, accounts: Mutex::new(HashMap::new()), settings: settings.clone() }
     }
 
     /// Counts one attempt from `ip`; refuses it past the per-IP rate.
@@ -89,10 +83,7 @@ impl LoginLimiter {
                 return Err(retry_after(start + ACCOUNT_WINDOW - now));
             }
         }
-        if let Some(until) = ip
-            .and_then(|ip| state.by_ip.get(&ip))
-            .and_then(|b| b.locked_until)
-        {
+        if let Some(until) = ip.and_then(|ip| state.by_ip.get(&ip)).and_then(|b| b.locked_until) {
             if now < until {
                 return Err(retry_after(until - now));
             }
@@ -153,12 +144,8 @@ impl LoginLimiter {
     fn prune_locked(accounts: &mut HashMap<String, AccountFailures>, now: Instant, max_backoff: Duration) {
         let keep_for = max_backoff.max(ACCOUNT_WINDOW) * 2;
         accounts.retain(|_, state| {
-            state
-                .by_ip
-                .retain(|_, b| now.duration_since(b.last_failure) < keep_for);
-            let window_live = state
-                .window_start
-                .is_some_and(|s| now.duration_since(s) < ACCOUNT_WINDOW);
+            state.by_ip.retain(|_, b| now.duration_since(b.last_failure) < keep_for);
+            let window_live = state.window_start.is_some_and(|s| now.duration_since(s) < ACCOUNT_WINDOW);
             window_live || !state.by_ip.is_empty()
         });
     }
@@ -187,9 +174,7 @@ mod tests {
         for _ in 0..3 {
             l.check_ip(A).unwrap();
         }
-        let Err(ApiError::RateLimited { retry_after }) = l.check_ip(A) else {
-            panic!("not limited")
-        };
+        let Err(ApiError::RateLimited { retry_after }) = l.check_ip(A) else { panic!("not limited") };
         assert!((1..=20).contains(&retry_after), "{retry_after}");
         l.check_ip(B).unwrap();
     }
@@ -200,10 +185,7 @@ mod tests {
         l.record_failure("u", A);
         l.check_account("u", A).unwrap();
         l.record_failure("u", A);
-        assert_eq!(
-            l.check_account("u", A),
-            Err(ApiError::RateLimited { retry_after: 1 })
-        );
+        assert_eq!(l.check_account("u", A), Err(ApiError::RateLimited { retry_after: 1 }));
         l.check_account("u", B).unwrap();
         for _ in 0..20 {
             l.record_failure("u", A);

@@ -35,13 +35,7 @@ impl Passwords {
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
-        Ok(Passwords {
-            inner: Arc::new(Inner {
-                argon2,
-                dummy_hash,
-                min_length: config.min_length,
-            }),
-        })
+        Ok(Passwords { inner: Arc::new(Inner { argon2, dummy_hash, min_length: config.min_length }) })
     }
 
     /// Checks a new password against the length rules.
@@ -101,10 +95,7 @@ impl Passwords {
 
 fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    argon2.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -112,13 +103,8 @@ mod tests {
     use super::*;
 
     fn passwords() -> Passwords {
-        Passwords::new(&PasswordConfig {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-            min_length: 8,
-        })
-        .unwrap()
+        Passwords::new(&PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1, min_length: 8 })
+            .unwrap()
     }
 
     #[tokio::test]

@@ -123,9 +123,7 @@ mod tests {
     use super::*;
 
     fn ok(input: &str) -> String {
-        normalise(input)
-            .unwrap_or_else(|e| panic!("{input}: {e}"))
-            .into_owned()
+        normalise(input).unwrap_or_else(|e| panic!("{input}: {e}")).into_owned()
     }
 
     #[test]

@@ -126,9 +126,7 @@ impl PathPattern {
             if raw.starts_with('{') && raw.ends_with('}') {
                 let name = &raw[1..raw.len() - 1];
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "path pattern `{pattern}`: `{raw}` is not a valid parameter name"
-                    ));
+                    return Err(format!("path pattern `{pattern}`: `{raw}` is not a valid parameter name"));
                 }
                 segments.push(Segment::Param);
             } else if raw.contains(['{', '}', '*', '?', '#', '%']) {
@@ -139,11 +137,7 @@ impl PathPattern {
                 segments.push(Segment::Literal(raw.to_owned()));
             }
         }
-        Ok(PathPattern {
-            source: pattern.to_owned(),
-            segments,
-            prefix,
-        })
+        Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
     }
 
     pub fn as_str(&self) -> &str {
@@ -248,14 +242,8 @@ impl RouteTable {
                 && (r.allows(method) || (method == http::Method::HEAD && r.allows(&http::Method::GET)))
         });
         match found {
-            Some(route) => Matched {
-                rule: route.rule,
-                route: Some(route),
-            },
-            None => Matched {
-                rule: self.default_rule,
-                route: None,
-            },
+            Some(route) => Matched { rule: route.rule, route: Some(route) },
+            None => Matched { rule: self.default_rule, route: None },
         }
     }
 
@@ -281,22 +269,13 @@ mod tests {
         Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
-            rule: Rule {
-                policy,
-                require_fresh: false,
-            },
+            rule: Rule { policy, require_fresh: false },
             index,
         }
     }
 
     fn table(routes: Vec<Route>) -> RouteTable {
-        RouteTable::new(
-            routes,
-            Rule {
-                policy: Policy::Deny,
-                require_fresh: false,
-            },
-        )
+        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false })
     }
 
     #[test]
@@ -349,10 +328,7 @@ mod tests {
 
     #[test]
     fn first_route_in_file_wins_a_tie() {
-        let t = table(vec![
-            route("/a/{x}", &[], Policy::Any, 0),
-            route("/a/{y}", &[], Policy::Public, 1),
-        ]);
+        let t = table(vec![route("/a/{x}", &[], Policy::Any, 0), route("/a/{y}", &[], Policy::Public, 1)]);
         assert_eq!(t.lookup(&Method::GET, "/a/1").rule.policy, Policy::Any);
     }
 }

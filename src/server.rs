@@ -1,12 +1,13 @@
 //! Assembles a running gateway from a validated [`Config`]: loads secrets,
 //! opens the store, and hands pingora the proxy, the admin listener and the
-//! background revocation purge.
+//! background services (housekeeping, upstream health checks, SIGHUP reload).
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::lb::LoadBalancer;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -18,8 +19,9 @@ use crate::auth::Authenticator;
 use crate::config::{Config, SecretError};
 use crate::endpoints::BuiltIns;
 use crate::limits::LoginLimiter;
+use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Live};
 use crate::store::{SledStore, Store, StoreError};
 use crate::tokens::{now_unix, TokenService};
 
@@ -31,8 +33,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Passwords(String),
-    #[error("cannot set up the upstreams: {0}")]
+    #[error("{0}")]
     Upstreams(String),
+    #[error("cannot set up TLS on {addr}: {message}")]
+    Tls { addr: String, message: String },
 }
 
 /// Options that come from the command line rather than the config file.
@@ -44,72 +48,93 @@ pub struct RunOptions {
 
 /// Starts the gateway and blocks until it has shut down (SIGTERM or SIGINT).
 pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
+    // Secrets first: a missing secret should stop start-up before anything else.
     let token_secret = config.tokens.secret.load()?;
     let admin_token = config.admin.token.load()?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
     let passwords = Passwords::new(&config.passwords).map_err(StartError::Passwords)?;
-    let accounts = Accounts::new(Arc::clone(&store), passwords);
-    let tokens = Arc::new(TokenService::new(&config.tokens, &token_secret));
-    let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
-
-    let upstreams = LoadBalancer::try_from_iter(config.upstream.addresses.iter().map(|a| a.to_string()))
-        .map_err(|e| StartError::Upstreams(e.to_string()))?;
+    let live = Live::new(config.routes.clone(), config.upstream.clone()).map_err(StartError::Upstreams)?;
 
     let server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        upgrade_sock: config.server.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     };
-    let opt = Opt {
-        upgrade: options.upgrade,
-        ..Opt::default()
-    };
+    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    // With --upgrade this receives the listening sockets from the old process.
     server.bootstrap();
 
+    let store: Arc<dyn Store> = Arc::new(open_store(&config, options.upgrade)?);
+    let metrics = Arc::new(Metrics::new());
+    let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
+    let tokens = Arc::new(TokenService::new(&config.tokens, &token_secret));
+    let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
     let limiter = Arc::new(LoginLimiter::new(&config.limits));
+    let live = Arc::new(ArcSwap::from_pointee(live));
+
     let builtins = BuiltIns::new(
         config.endpoints.clone(),
         Arc::clone(&auth),
         accounts.clone(),
         Arc::clone(&limiter),
+        Arc::clone(&metrics),
     );
     let gateway = Gateway::new(
-        config.routes.clone(),
+        Arc::clone(&live),
         Arc::clone(&auth),
         builtins,
-        Arc::new(upstreams),
-        config.upstream.clone(),
         config.limits.clone(),
+        Arc::clone(&metrics),
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gatehouse proxy");
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(tls) = &config.server.tls {
+        for addr in &tls.listen {
+            proxy
+                .add_tls(&addr.to_string(), &tls.cert.display().to_string(), &tls.key.display().to_string())
+                .map_err(|e| StartError::Tls { addr: addr.to_string(), message: e.to_string() })?;
+        }
+    }
 
-    let mut admin = Service::new(
-        "gatehouse admin".to_owned(),
-        AdminApi::new(accounts, Some(tokens), Some(admin_token)),
-    );
+    let admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
+        .with_operations(Arc::clone(&metrics), Arc::clone(&live));
+    let mut admin = Service::new("gatehouse admin".to_owned(), admin_api);
     admin.add_tcp(&config.admin.listen.to_string());
 
-    let purge = background_service(
+    let housekeeping = background_service(
         "housekeeping",
         Housekeeping {
             store: Arc::clone(&store),
             limiter,
+            metrics: Arc::clone(&metrics),
             interval: config.store.purge_interval,
             leeway: config.tokens.leeway,
         },
     );
+    let health = background_service(
+        "upstream health",
+        HealthChecks {
+            live: Arc::clone(&live),
+            metrics: Arc::clone(&metrics),
+            interval: config.upstream.health_check_interval,
+        },
+    );
+    let reload =
+        background_service("reload on SIGHUP", Reloader { live, metrics, source: config.source.clone() });
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(purge);
+    server.add_service(housekeeping);
+    server.add_service(health);
+    server.add_service(reload);
     tracing::info!(
         listen = ?config.server.listen,
+        tls = ?config.server.tls.as_ref().map(|t| &t.listen),
         admin = %config.admin.listen,
         upstreams = ?config.upstream.addresses,
         routes = config.routes.len(),
@@ -120,12 +145,29 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Opens the store. During an upgrade the old process still holds sled's
+/// lock while it drains; wait for it (new connections queue in the shared
+/// listen backlog meanwhile, none are refused).
+fn open_store(config: &Config, upgrading: bool) -> Result<SledStore, StoreError> {
+    let patience = config.server.grace_period + config.server.shutdown_timeout + Duration::from_secs(10);
+    let deadline = Instant::now() + patience;
+    loop {
+        match SledStore::open(&config.store.path) {
+            Err(StoreError::Locked { .. }) if upgrading && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Drops revocation entries whose tokens have expired anyway, so the
-/// revocation list does not grow without bound, and forgets stale login-limit
-/// state.
+/// revocation list does not grow without bound, forgets stale login-limit
+/// state, and keeps the revocation gauge current.
 struct Housekeeping {
     store: Arc<dyn Store>,
     limiter: Arc<LoginLimiter>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     leeway: Duration,
 }
@@ -146,8 +188,83 @@ impl BackgroundService for Housekeeping {
                         Ok(purged) => tracing::info!(purged, "expired revocations purged"),
                         Err(e) => tracing::warn!(error = %e, "revocation purge failed"),
                     }
+                    if let Ok(count) = self.store.revoked_count().await {
+                        self.metrics.revocation_entries.set(i64::try_from(count).unwrap_or(i64::MAX));
+                    }
                     self.limiter.prune();
                 }
+            }
+        }
+    }
+}
+
+/// Active upstream health checks on whichever upstream pool is live.
+struct HealthChecks {
+    live: Arc<ArcSwap<Live>>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => {
+                    let live = self.live.load_full();
+                    live.upstreams.check_health().await;
+                    self.metrics.upstream_healthy.reset();
+                    for (addr, healthy) in live.upstreams.health() {
+                        self.metrics.upstream_healthy.with_label_values(&[&addr.to_string()]).set(i64::from(healthy));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reloads routes, policies and upstreams from the config file on SIGHUP. A
+/// file that fails validation is logged and the running config stays.
+struct Reloader {
+    live: Arc<ArcSwap<Live>>,
+    metrics: Arc<Metrics>,
+    source: PathBuf,
+}
+
+impl Reloader {
+    fn reload(&self) -> Result<(), String> {
+        let config = Config::load(&self.source).map_err(|e| e.to_string())?;
+        let live = Live::new(config.routes, config.upstream)?;
+        self.live.store(Arc::new(live));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; config reload is off");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = hangups.recv() => match self.reload() {
+                    Ok(()) => {
+                        self.metrics.config_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!(file = %self.source.display(), "config reloaded: routes, policies and upstreams");
+                    }
+                    Err(e) => {
+                        self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+                        tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+                    }
+                },
             }
         }
     }

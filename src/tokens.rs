@@ -152,9 +152,7 @@ impl TokenService {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A new login-session (refresh family) id.
@@ -176,19 +174,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, secret).unwrap();
-        let secret = SecretSource {
-            env: None,
-            file: Some(path),
-            purpose: "test",
-        }
-        .load()
-        .unwrap();
+        let secret = SecretSource { env: None, file: Some(path), purpose: "test" }.load().unwrap();
         let config = TokenConfig {
-            secret: SecretSource {
-                env: None,
-                file: None,
-                purpose: "test",
-            },
+            secret: SecretSource { env: None, file: None, purpose: "test" },
             issuer: "gatehouse".into(),
             audience: "gatehouse".into(),
             access_ttl: ttl,
@@ -222,13 +210,7 @@ mod tests {
         assert!(claims.fresh && claims.is_admin);
         assert_eq!((claims.sub.as_str(), claims.ver), ("7", 3));
         assert_eq!(claims.exp - claims.iat, 60);
-        assert_eq!(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&claims.jti)
-                .unwrap()
-                .len(),
-            16
-        );
+        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&claims.jti).unwrap().len(), 16);
     }
 
     #[test]
@@ -236,15 +218,9 @@ mod tests {
         let svc = service_with(SECRET, Duration::from_secs(60));
         let refresh = svc.issue(&user(), TokenKind::Refresh, true, "f").unwrap();
         assert!(!refresh.claims.fresh, "refresh tokens are never fresh");
-        assert_eq!(
-            svc.verify(&refresh.token, TokenKind::Access),
-            Err(ApiError::AccessTokenRequired)
-        );
+        assert_eq!(svc.verify(&refresh.token, TokenKind::Access), Err(ApiError::AccessTokenRequired));
         let access = svc.issue(&user(), TokenKind::Access, false, "f").unwrap();
-        assert_eq!(
-            svc.verify(&access.token, TokenKind::Refresh),
-            Err(ApiError::RefreshTokenRequired)
-        );
+        assert_eq!(svc.verify(&access.token, TokenKind::Refresh), Err(ApiError::RefreshTokenRequired));
     }
 
     #[test]
@@ -257,14 +233,8 @@ mod tests {
         let mut parts: Vec<&str> = good.split('.').collect();
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"7","fresh":true}"#);
         parts[1] = &forged;
-        assert_eq!(
-            svc.verify(&parts.join("."), TokenKind::Access),
-            Err(ApiError::InvalidToken)
-        );
-        assert_eq!(
-            svc.verify("not a token", TokenKind::Access),
-            Err(ApiError::InvalidToken)
-        );
+        assert_eq!(svc.verify(&parts.join("."), TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(svc.verify("not a token", TokenKind::Access), Err(ApiError::InvalidToken));
         assert_eq!(
             svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access),
             Err(ApiError::InvalidToken)

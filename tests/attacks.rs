@@ -57,16 +57,8 @@ fn assert_refused(
 ) {
     let before = upstream.seen().len();
     let (status, body) = gw.get(path, Some(token));
-    assert_eq!(
-        (status, body["error"].as_str().unwrap_or("")),
-        (want_status, want_code),
-        "{body}"
-    );
-    assert_eq!(
-        upstream.seen().len(),
-        before,
-        "a refused request reached the upstream"
-    );
+    assert_eq!((status, body["error"].as_str().unwrap_or("")), (want_status, want_code), "{body}");
+    assert_eq!(upstream.seen().len(), before, "a refused request reached the upstream");
 }
 
 // ---- Route matching ----
@@ -81,11 +73,7 @@ fn dot_dot_segments_cannot_walk_from_public_to_admin() {
         "/debug/echo/public/./../admin/x",
     ] {
         let (status, body) = get_raw(&gw, target, "");
-        assert_eq!(
-            (status, error_code(&body).as_str()),
-            (401, "missing_token"),
-            "{target}: {body}"
-        );
+        assert_eq!((status, error_code(&body).as_str()), (401, "missing_token"), "{target}: {body}");
     }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
@@ -93,18 +81,11 @@ fn dot_dot_segments_cannot_walk_from_public_to_admin() {
 #[test]
 fn repeated_and_dot_slashes_match_the_route_they_resolve_to() {
     let (upstream, gw) = setup();
-    for target in [
-        "//debug/echo/admin/x",
-        "/debug//echo/admin/x",
-        "/./debug/echo/admin/x",
-        "/debug/echo/admin/./x",
-    ] {
+    for target in
+        ["//debug/echo/admin/x", "/debug//echo/admin/x", "/./debug/echo/admin/x", "/debug/echo/admin/./x"]
+    {
         let (status, body) = get_raw(&gw, target, "");
-        assert_eq!(
-            (status, error_code(&body).as_str()),
-            (401, "missing_token"),
-            "{target}: {body}"
-        );
+        assert_eq!((status, error_code(&body).as_str()), (401, "missing_token"), "{target}: {body}");
     }
     assert!(upstream.seen().is_empty());
 }
@@ -121,11 +102,7 @@ fn encoded_slashes_backslashes_nul_and_bad_escapes_are_rejected() {
         "/debug/echo/public/%4",
     ] {
         let (status, body) = get_raw(&gw, target, "");
-        assert_eq!(
-            (status, error_code(&body).as_str()),
-            (400, "invalid_path"),
-            "{target}: {body}"
-        );
+        assert_eq!((status, error_code(&body).as_str()), (400, "invalid_path"), "{target}: {body}");
     }
     // A raw backslash may already be refused by the HTTP parser; either way, 400 and nothing forwarded.
     let (status, _) = get_raw(&gw, "/debug/echo/public/..\\admin/x", "");
@@ -136,17 +113,9 @@ fn encoded_slashes_backslashes_nul_and_bad_escapes_are_rejected() {
 #[test]
 fn path_parameters_are_rejected() {
     let (upstream, gw) = setup();
-    for target in [
-        "/debug/echo/admin;x/y",
-        "/debug/echo/public;/../admin/x",
-        "/debug/echo/admin%3bx",
-    ] {
+    for target in ["/debug/echo/admin;x/y", "/debug/echo/public;/../admin/x", "/debug/echo/admin%3bx"] {
         let (status, body) = get_raw(&gw, target, "");
-        assert_eq!(
-            (status, error_code(&body).as_str()),
-            (400, "invalid_path"),
-            "{target}: {body}"
-        );
+        assert_eq!((status, error_code(&body).as_str()), (400, "invalid_path"), "{target}: {body}");
     }
     assert!(upstream.seen().is_empty());
 }
@@ -159,10 +128,7 @@ fn absolute_form_and_asterisk_targets_are_rejected() {
     let (status, body) = get_raw(&gw, &target, "");
     assert_eq!(status, 400, "{body}");
     assert!(body.is_empty() || error_code(&body) == "invalid_path", "{body}");
-    let (status, _) = raw(
-        gw.addr,
-        "OPTIONS * HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n",
-    );
+    let (status, _) = raw(gw.addr, "OPTIONS * HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 400);
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
@@ -170,16 +136,9 @@ fn absolute_form_and_asterisk_targets_are_rejected() {
 #[test]
 fn query_strings_never_change_the_matched_route() {
     let (upstream, gw) = setup();
-    for target in [
-        "/debug/echo/admin/x?/debug/echo/public/",
-        "/debug/echo/admin/x?path=/public/../x#frag",
-    ] {
+    for target in ["/debug/echo/admin/x?/debug/echo/public/", "/debug/echo/admin/x?path=/public/../x#frag"] {
         let (status, body) = get_raw(&gw, target, "");
-        assert_eq!(
-            (status, error_code(&body).as_str()),
-            (401, "missing_token"),
-            "{target}: {body}"
-        );
+        assert_eq!((status, error_code(&body).as_str()), (401, "missing_token"), "{target}: {body}");
     }
     assert!(upstream.seen().is_empty());
 }
@@ -191,10 +150,7 @@ fn upstream_receives_the_normalised_path_that_was_authorised() {
     assert_eq!(status, 200, "{body}");
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["path"], "/debug/echo/public/b/c/~user?q=%2e%2e&x=1");
-    assert_eq!(
-        upstream.seen(),
-        vec!["GET /debug/echo/public/b/c/~user?q=%2e%2e&x=1".to_owned()]
-    );
+    assert_eq!(upstream.seen(), vec!["GET /debug/echo/public/b/c/~user?q=%2e%2e&x=1".to_owned()]);
 }
 
 #[test]
@@ -227,14 +183,7 @@ fn alg_none_in_any_casing_is_refused() {
     for alg in ["none", "None", "NONE", "nOnE"] {
         let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
         for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
-            assert_refused(
-                &gw,
-                &upstream,
-                "/debug/echo/admin/x",
-                &token,
-                401,
-                "invalid_token",
-            );
+            assert_refused(&gw, &upstream, "/debug/echo/admin/x", &token, 401, "invalid_token");
         }
     }
 }
@@ -242,19 +191,8 @@ fn alg_none_in_any_casing_is_refused() {
 #[test]
 fn a_token_signed_with_another_key_is_refused() {
     let (upstream, gw) = setup();
-    let token = sign(
-        &claims(1),
-        Algorithm::HS256,
-        b"some-other-secret-some-other-secret-0000",
-    );
-    assert_refused(
-        &gw,
-        &upstream,
-        "/debug/echo/admin/x",
-        &token,
-        401,
-        "invalid_token",
-    );
+    let token = sign(&claims(1), Algorithm::HS256, b"some-other-secret-some-other-secret-0000");
+    assert_refused(&gw, &upstream, "/debug/echo/admin/x", &token, 401, "invalid_token");
 }
 
 #[test]
@@ -262,23 +200,9 @@ fn stripped_or_truncated_signatures_are_refused() {
     let (upstream, gw) = setup();
     let (admin, _) = gw.admin_login();
     let (head, _sig) = admin.rsplit_once('.').unwrap();
-    assert_refused(
-        &gw,
-        &upstream,
-        "/debug/echo/admin/x",
-        &format!("{head}."),
-        401,
-        "invalid_token",
-    );
+    assert_refused(&gw, &upstream, "/debug/echo/admin/x", &format!("{head}."), 401, "invalid_token");
     assert_refused(&gw, &upstream, "/debug/echo/admin/x", head, 401, "invalid_token");
-    assert_refused(
-        &gw,
-        &upstream,
-        "/debug/echo/admin/x",
-        &admin[..admin.len() - 5],
-        401,
-        "invalid_token",
-    );
+    assert_refused(&gw, &upstream, "/debug/echo/admin/x", &admin[..admin.len() - 5], 401, "invalid_token");
 }
 
 #[test]
@@ -289,20 +213,8 @@ fn a_tampered_payload_is_refused() {
     let parts: Vec<&str> = token.split('.').collect();
     let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["is_admin"] = json!(true);
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        URL_SAFE_NO_PAD.encode(payload.to_string()),
-        parts[2]
-    );
-    assert_refused(
-        &gw,
-        &upstream,
-        "/debug/echo/admin/x",
-        &forged,
-        401,
-        "invalid_token",
-    );
+    let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2]);
+    assert_refused(&gw, &upstream, "/debug/echo/admin/x", &forged, 401, "invalid_token");
 }
 
 #[test]
@@ -311,14 +223,7 @@ fn key_confusion_with_another_algorithm_is_refused() {
     let secret = gw.jwt_secret.as_bytes();
     for alg in [Algorithm::HS384, Algorithm::HS512] {
         let token = sign(&claims(1), alg, secret);
-        assert_refused(
-            &gw,
-            &upstream,
-            "/debug/echo/admin/x",
-            &token,
-            401,
-            "invalid_token",
-        );
+        assert_refused(&gw, &upstream, "/debug/echo/admin/x", &token, 401, "invalid_token");
     }
     // An RS256 header over an HMAC made with the shared secret (the classic confusion).
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#);
@@ -390,21 +295,11 @@ fn tokens_without_exp_or_with_wrong_time_issuer_or_audience_are_refused() {
 #[test]
 fn oversized_tokens_and_doubled_authorization_headers_are_refused() {
     let (upstream, gw) = setup();
-    assert_refused(
-        &gw,
-        &upstream,
-        "/debug/echo/any/x",
-        &"a".repeat(5000),
-        401,
-        "invalid_token",
-    );
+    assert_refused(&gw, &upstream, "/debug/echo/any/x", &"a".repeat(5000), 401, "invalid_token");
     let (admin, _) = gw.admin_login();
     let auth = format!("Authorization: Bearer {admin}\r\n");
     let (status, body) = get_raw(&gw, "/debug/echo/any/x", &format!("{auth}{auth}"));
-    assert_eq!(
-        (status, error_code(&body).as_str()),
-        (400, "duplicate_authorization")
-    );
+    assert_eq!((status, error_code(&body).as_str()), (400, "duplicate_authorization"));
     assert!(upstream.seen().is_empty());
 }
 
@@ -426,23 +321,13 @@ fn a_replayed_refresh_token_revokes_its_whole_login_session() {
 
     // The thief replays the old one.
     let (status, body) = gw.post("/refresh", Some(&stolen), Value::Null);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("refresh_token_reused")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("refresh_token_reused")), "{body}");
     // Every token of that session is now dead; another session is not.
     for token in [&access, &new_access] {
         assert_eq!(gw.get("/item/chair", Some(token)).1["error"], "token_revoked");
     }
-    assert_eq!(
-        gw.post("/refresh", Some(&new_refresh), Value::Null).1["error"],
-        "token_revoked"
-    );
-    assert!(
-        gw.log().contains("refresh token reuse detected"),
-        "the reuse must be logged"
-    );
+    assert_eq!(gw.post("/refresh", Some(&new_refresh), Value::Null).1["error"], "token_revoked");
+    assert!(gw.log().contains("refresh token reuse detected"), "the reuse must be logged");
     let (other, _) = gw.login("nia@example.com", "nia-password");
     assert_eq!(gw.get("/item/chair", Some(&other)).0, 200);
 }
@@ -453,42 +338,26 @@ fn logout_everywhere_revokes_every_token_of_the_user() {
     let user = gw.register("oli@example.com", "oli", "oli-password");
     let (phone, phone_refresh) = gw.login("oli@example.com", "oli-password");
     let (laptop, _) = gw.login("oli@example.com", "oli-password");
-    assert_eq!(
-        gw.post("/logout", Some(&laptop), json!({"everywhere": true})).0,
-        200
-    );
+    assert_eq!(gw.post("/logout", Some(&laptop), json!({"everywhere": true})).0, 200);
     assert_eq!(gw.get("/item/chair", Some(&phone)).1["error"], "token_revoked");
     assert_eq!(gw.post("/refresh", Some(&phone_refresh), Value::Null).0, 401);
 
     // An admin can do the same for a user.
     let (again, _) = gw.login("oli@example.com", "oli-password");
     let (admin, _) = gw.admin_login();
-    let (status, _) = gw.send(
-        reqwest::Method::DELETE,
-        &format!("/user/{}/tokens", user["id"]),
-        Some(&admin),
-        None,
-    );
+    let (status, _) =
+        gw.send(reqwest::Method::DELETE, &format!("/user/{}/tokens", user["id"]), Some(&admin), None);
     assert_eq!(status, 200);
     assert_eq!(gw.get("/item/chair", Some(&again)).1["error"], "token_revoked");
-    assert_eq!(
-        gw.get("/item/chair", Some(&admin)).0,
-        200,
-        "the admin's own tokens are untouched"
-    );
+    assert_eq!(gw.get("/item/chair", Some(&admin)).0, 200, "the admin's own tokens are untouched");
 }
 
 // ---- Login abuse ----
 
 fn limited_gateway(limits: &str) -> (Upstream, Gateway) {
     let upstream = Upstream::start();
-    let gw = Gateway::start(
-        &upstream,
-        Options {
-            extra: format!("[limits]\n{limits}\n"),
-            ..Options::default()
-        },
-    );
+    let gw =
+        Gateway::start(&upstream, Options { extra: format!("[limits]\n{limits}\n"), ..Options::default() });
     (upstream, gw)
 }
 
@@ -511,11 +380,8 @@ fn login_attempts_per_ip_are_rate_limited_with_retry_after() {
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(resp.json::<Value>().unwrap()["error"], "rate_limited");
     // Registration shares the per-IP budget.
-    let (status, _) = gw.post(
-        "/register",
-        None,
-        json!({"email": "r@y.z", "username": "r", "password": "long-enough"}),
-    );
+    let (status, _) =
+        gw.post("/register", None, json!({"email": "r@y.z", "username": "r", "password": "long-enough"}));
     assert_eq!(status, 429);
 }
 
@@ -536,10 +402,7 @@ fn password_guessing_backs_off_per_ip_but_cannot_lock_the_owner_out() {
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    assert_eq!(
-        other.post(gw.url("/login")).json(&right).send().unwrap().status(),
-        200
-    );
+    assert_eq!(other.post(gw.url("/login")).json(&right).send().unwrap().status(), 200);
     // And the lockout is bounded by max_backoff.
     for _ in 0..5 {
         let _ = gw.post("/login", None, wrong.clone());
@@ -555,11 +418,7 @@ fn oversized_headers_are_refused_with_431() {
     let (upstream, gw) = setup();
     let big = format!("X-Padding: {}\r\n", "p".repeat(40 * 1024));
     let (status, body) = get_raw(&gw, "/debug/echo/public/x", &big);
-    assert_eq!(
-        (status, error_code(&body).as_str()),
-        (431, "headers_too_large"),
-        "{body}"
-    );
+    assert_eq!((status, error_code(&body).as_str()), (431, "headers_too_large"), "{body}");
     assert!(upstream.seen().is_empty());
 }
 
@@ -569,8 +428,7 @@ fn slow_bodies_and_idle_connections_are_cut_off() {
     // A body that never arrives: the gateway gives up instead of waiting forever.
     let mut slow = TcpStream::connect(gw.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    slow.write_all(b"POST /login HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n{\"email\":")
-        .unwrap();
+    slow.write_all(b"POST /login HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n{\"email\":").unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
@@ -583,19 +441,14 @@ fn slow_bodies_and_idle_connections_are_cut_off() {
     // An idle kept-alive connection is closed after the idle timeout.
     let mut idle = TcpStream::connect(gw.addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    idle.write_all(b"GET /debug/echo/public/x HTTP/1.1\r\nHost: g\r\n\r\n")
-        .unwrap();
+    idle.write_all(b"GET /debug/echo/public/x HTTP/1.1\r\nHost: g\r\n\r\n").unwrap();
     let mut first = [0u8; 4096];
     let n = idle.read(&mut first).unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     let started = Instant::now();
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "idle connection kept for {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "idle connection kept for {:?}", started.elapsed());
 
     // The gateway still serves everyone else.
     assert_eq!(gw.get("/items", None).0, 200);

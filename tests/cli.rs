@@ -15,17 +15,8 @@ fn check_config_accepts_every_shipped_config() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(binary())
-                .arg("check-config")
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
         }
     }
 }
@@ -39,49 +30,25 @@ fn check_config_points_at_the_error() {
         "[upstream]\naddresses = [\"127.0.0.1:1\"]\n\n[[routes]]\npath = \"/a\"\npolicy = \"everyone\"\n",
     )
     .unwrap();
-    let out = Command::new(binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())), "{stderr}");
 }
 
 #[test]
 fn serve_refuses_a_missing_or_short_secret_and_says_how_to_make_one() {
     let upstream = Upstream::start();
-    let gw = Gateway::start(
-        &upstream,
-        Options {
-            seed_admin: false,
-            ..Options::default()
-        },
-    );
+    let gw = Gateway::start(&upstream, Options { seed_admin: false, ..Options::default() });
     drop(upstream);
     let mut gw = gw;
     gw.kill();
     for secret in ["", "too-short"] {
-        let out = gw
-            .command()
-            .env("GATEHOUSE_JWT_SECRET", secret)
-            .arg("serve")
-            .output()
-            .unwrap();
+        let out = gw.command().env("GATEHOUSE_JWT_SECRET", secret).arg("serve").output().unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("token signing secret") && stderr.contains("/dev/urandom"),
-            "{stderr}"
-        );
-        assert!(
-            secret.is_empty() || !stderr.contains(secret),
-            "the secret leaked into the message"
-        );
+        assert!(stderr.contains("token signing secret") && stderr.contains("/dev/urandom"), "{stderr}");
+        assert!(secret.is_empty() || !stderr.contains(secret), "the secret leaked into the message");
     }
 }
 
@@ -91,29 +58,18 @@ fn users_are_managed_offline_and_through_a_running_gateway() {
     let mut gw = Gateway::start(&upstream, Options::default());
 
     // Online: the gateway holds the store, so the CLI uses the admin API.
-    let out = gw.cli(
-        &["user", "add", "--email", "Lee@Example.com", "--username", "lee"],
-        "lee-password\n",
-    );
+    let out = gw.cli(&["user", "add", "--email", "Lee@Example.com", "--username", "lee"], "lee-password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     gw.login("lee@example.com", "lee-password");
     let out = gw.cli(&["user", "set-admin", "lee@example.com", "true"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = gw.cli(&["user", "list"], "");
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listing.contains("lee@example.com") && listing.contains("admin@example.com"),
-        "{listing}"
-    );
+    assert!(listing.contains("lee@example.com") && listing.contains("admin@example.com"), "{listing}");
     assert!(!listing.contains("argon2"), "password hashes must not be listed");
 
     // Without the admin token the CLI explains what it needs.
-    let out = gw
-        .command()
-        .env_remove("GATEHOUSE_ADMIN_TOKEN")
-        .args(["user", "list"])
-        .output()
-        .unwrap();
+    let out = gw.command().env_remove("GATEHOUSE_ADMIN_TOKEN").args(["user", "list"]).output().unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("admin API token"),
@@ -132,16 +88,7 @@ fn users_are_managed_offline_and_through_a_running_gateway() {
     let out = gw.cli(&["user", "show", "lee@example.com"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such user"));
-    let out = gw.cli(
-        &[
-            "user",
-            "add",
-            "--email",
-            "admin@example.com",
-            "--username",
-            "again",
-        ],
-        "long-password",
-    );
+    let out =
+        gw.cli(&["user", "add", "--email", "admin@example.com", "--username", "again"], "long-password");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }

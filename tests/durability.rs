@@ -24,11 +24,7 @@ fn a_revocation_survives_sigkill_right_after_its_acknowledgement() {
         gw.kill(); // SIGKILL the moment the 2xx arrived: no chance to flush later
         gw.spawn().unwrap_or_else(|e| panic!("restart {round}: {e}"));
         let (status, body) = gw.get("/item/chair", Some(&access));
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("token_revoked")),
-            "round {round}"
-        );
+        assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")), "round {round}");
         let (status, _) = gw.post("/refresh", Some(&refresh), Value::Null);
         assert_eq!(status, 401, "round {round}: refresh token revived");
     }
@@ -39,29 +35,17 @@ fn expired_revocations_are_purged_in_the_background() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            access_ttl: "1s",
-            ..Options::default()
-        }
-        .with_store_extra("purge_interval = \"1s\""),
+        Options { access_ttl: "1s", ..Options::default() }.with_store_extra("purge_interval = \"1s\""),
     );
     for _ in 0..5 {
         let (access, _) = gw.admin_login();
         assert_eq!(gw.post("/logout", Some(&access), Value::Null).0, 200);
     }
-    let count = || {
-        admin_api(&gw, Method::GET, "/admin/stats")["revocations"]
-            .as_u64()
-            .unwrap()
-    };
+    let count = || admin_api(&gw, Method::GET, "/admin/stats")["revocations"].as_u64().unwrap();
     assert!(count() >= 1, "revocations were not recorded");
     let deadline = Instant::now() + Duration::from_secs(15);
     while count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} revocations still held after their tokens expired",
-            count()
-        );
+        assert!(Instant::now() < deadline, "{} revocations still held after their tokens expired", count());
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -33,11 +33,8 @@ fn register_then_login_gives_a_fresh_token_that_can_create_items() {
     );
     assert_eq!((status, body["error"].as_str()), (409, Some("email_taken")));
 
-    let (status, body) = gw.post(
-        "/login",
-        None,
-        json!({"email": "bob@example.com", "password": "bob-password"}),
-    );
+    let (status, body) =
+        gw.post("/login", None, json!({"email": "bob@example.com", "password": "bob-password"}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
@@ -59,38 +56,22 @@ fn refreshed_tokens_are_not_fresh_so_they_can_read_but_not_create() {
 
     let (status, body) = gw.post("/refresh", Some(&refresh), json!(null));
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body["refresh_token"].is_string(),
-        "refresh rotates the refresh token"
-    );
+    assert!(body["refresh_token"].is_string(), "refresh rotates the refresh token");
     let stale = body["access_token"].as_str().unwrap().to_owned();
 
     let (status, body) = gw.post("/item/vase", Some(&stale), json!({"price": 3}));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("fresh_token_required")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("fresh_token_required")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("fresh"));
-    assert!(
-        !upstream.saw("POST /item/vase"),
-        "refused request reached the upstream"
-    );
+    assert!(!upstream.saw("POST /item/vase"), "refused request reached the upstream");
 
     let (status, _) = gw.get("/item/chair", Some(&stale));
     assert_eq!(status, 200);
 
     // A refresh token is not an access token, and an access token can't refresh.
     let (status, body) = gw.get("/item/chair", Some(&refresh));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("access_token_required"))
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("access_token_required")));
     let (status, body) = gw.post("/refresh", Some(&stale), json!(null));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("refresh_token_required"))
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("refresh_token_required")));
 }
 
 #[test]
@@ -111,10 +92,7 @@ fn only_admins_delete_items_and_admin_routes_can_demand_freshness() {
     let (_, body) = gw.post("/refresh", Some(&admin_refresh), json!(null));
     let stale_admin = body["access_token"].as_str().unwrap();
     let (status, body) = gw.send(Method::DELETE, "/product/lamp", Some(stale_admin), None);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("fresh_token_required"))
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("fresh_token_required")));
     let (status, _) = gw.send(Method::DELETE, "/product/lamp", Some(&admin), None);
     assert_eq!(status, 200);
 }
@@ -140,11 +118,7 @@ fn optional_routes_give_more_to_identified_callers_and_never_downgrade() {
     tampered.push(if erin.ends_with('A') { 'B' } else { 'A' });
     let (status, body) = gw.get("/items", Some(&tampered));
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
-    assert_eq!(
-        upstream.seen().len(),
-        before,
-        "an invalid token must not be forwarded anonymously"
-    );
+    assert_eq!(upstream.seen().len(), before, "an invalid token must not be forwarded anonymously");
 }
 
 #[test]
@@ -182,11 +156,8 @@ fn blocked_and_deleted_users_lose_every_token_at_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (status, body) = gw.get("/item/chair", Some(&access));
     assert_eq!((status, body["error"].as_str()), (403, Some("account_blocked")));
-    let (status, body) = gw.post(
-        "/login",
-        None,
-        json!({"email": "gus@example.com", "password": "gus-password"}),
-    );
+    let (status, body) =
+        gw.post("/login", None, json!({"email": "gus@example.com", "password": "gus-password"}));
     assert_eq!((status, body["error"].as_str()), (403, Some("account_blocked")));
 
     // Unblocking lets them log in again, but the old tokens stay dead.
@@ -240,12 +211,7 @@ fn user_resource_is_for_admins_or_the_user_themself() {
     assert_eq!((status, body["username"].as_str()), (200, Some("ivy")));
     let (status, body) = gw.get(&format!("/user/{}", jon["id"]), Some(&ivy_token));
     assert_eq!((status, body["error"].as_str()), (403, Some("not_your_account")));
-    let (status, body) = gw.send(
-        Method::DELETE,
-        &format!("/user/{}", jon["id"]),
-        Some(&ivy_token),
-        None,
-    );
+    let (status, body) = gw.send(Method::DELETE, &format!("/user/{}", jon["id"]), Some(&ivy_token), None);
     assert_eq!((status, body["error"].as_str()), (403, Some("admin_required")));
     let (admin, _) = gw.admin_login();
     let (status, body) = gw.get(&format!("/user/{}", jon["id"]), Some(&admin));
@@ -285,10 +251,7 @@ fn spoofed_identity_headers_are_stripped_on_every_policy() {
         let echo: Value = resp.json().unwrap();
         let headers = echo["headers"].as_object().unwrap();
         assert!(headers.get("x-auth-somethingelse").is_none(), "{policy}: {echo}");
-        assert!(
-            headers.get("authorization").is_none(),
-            "{policy}: Authorization forwarded by default"
-        );
+        assert!(headers.get("authorization").is_none(), "{policy}: Authorization forwarded by default");
         match token {
             None => {
                 for name in ["x-auth-user-id", "x-auth-admin", "x-auth-fresh", "x-auth-email"] {
@@ -297,11 +260,7 @@ fn spoofed_identity_headers_are_stripped_on_every_policy() {
             }
             Some(_) => {
                 let admin_expected = policy == "admin";
-                assert_eq!(
-                    headers["x-auth-admin"],
-                    json!([admin_expected.to_string()]),
-                    "{policy}: {echo}"
-                );
+                assert_eq!(headers["x-auth-admin"], json!([admin_expected.to_string()]), "{policy}: {echo}");
                 assert_eq!(headers["x-auth-fresh"], json!(["true"]), "{policy}");
                 assert_eq!(headers["x-auth-user-id"].as_array().unwrap().len(), 1);
                 assert_ne!(headers["x-auth-email"], json!(["evil@example.com"]));
@@ -316,18 +275,12 @@ fn authorization_is_forwarded_only_when_configured() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            upstream_extra: "pass_authorization = true".into(),
-            ..Options::default()
-        },
+        Options { upstream_extra: "pass_authorization = true".into(), ..Options::default() },
     );
     let (admin, _) = gw.admin_login();
     let (status, echo) = gw.get("/debug/echo/any/x", Some(&admin));
     assert_eq!(status, 200);
-    assert_eq!(
-        echo["headers"]["authorization"],
-        json!([format!("Bearer {admin}")])
-    );
+    assert_eq!(echo["headers"]["authorization"], json!([format!("Bearer {admin}")]));
     assert_eq!(echo["headers"]["x-auth-username"], json!(["admin"]));
 }
 
@@ -351,17 +304,9 @@ fn missing_tokens_get_an_rfc6750_challenge() {
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
     assert_eq!(resp.headers()["content-type"], "application/json");
-    let resp = gw
-        .http
-        .get(gw.url("/item/chair"))
-        .bearer_auth("abc.def.ghi")
-        .send()
-        .unwrap();
+    let resp = gw.http.get(gw.url("/item/chair")).bearer_auth("abc.def.ghi").send().unwrap();
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(
-        challenge.starts_with("Bearer error=\"invalid_token\""),
-        "{challenge}"
-    );
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{challenge}");
     let body: Value = resp.json().unwrap();
     assert_eq!(body["error"], "invalid_token");
 }
@@ -369,13 +314,7 @@ fn missing_tokens_get_an_rfc6750_challenge() {
 #[test]
 fn tokens_expire_after_their_ttl() {
     let upstream = Upstream::start();
-    let gw = Gateway::start(
-        &upstream,
-        Options {
-            access_ttl: "1s",
-            ..Options::default()
-        },
-    );
+    let gw = Gateway::start(&upstream, Options { access_ttl: "1s", ..Options::default() });
     let (admin, _) = gw.admin_login();
     assert_eq!(gw.get("/item/chair", Some(&admin)).0, 200);
     std::thread::sleep(Duration::from_millis(2100));
@@ -386,16 +325,10 @@ fn tokens_expire_after_their_ttl() {
 #[test]
 fn wrong_password_and_unknown_email_look_the_same() {
     let (_upstream, gw) = setup();
-    let wrong = gw.post(
-        "/login",
-        None,
-        json!({"email": common::ADMIN_EMAIL, "password": "not-the-password"}),
-    );
-    let unknown = gw.post(
-        "/login",
-        None,
-        json!({"email": "nobody@example.com", "password": "not-the-password"}),
-    );
+    let wrong =
+        gw.post("/login", None, json!({"email": common::ADMIN_EMAIL, "password": "not-the-password"}));
+    let unknown =
+        gw.post("/login", None, json!({"email": "nobody@example.com", "password": "not-the-password"}));
     assert_eq!(wrong.0, 401);
     assert_eq!(wrong, unknown);
     assert_eq!(wrong.1["error"], "invalid_credentials");
@@ -421,42 +354,25 @@ fn bad_input_gets_clear_json_errors_and_the_gateway_keeps_serving() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
     assert!(body["message"].as_str().unwrap().contains("password"), "{body}");
     assert_eq!(
-        raw(
-            "/register",
-            r#"{"email": 5, "username": "x", "password": "longenough"}"#
-        )
-        .1["error"],
+        raw("/register", r#"{"email": 5, "username": "x", "password": "longenough"}"#).1["error"],
         "invalid_request"
     );
     assert_eq!(
-        raw(
-            "/register",
-            r#"{"email": "not-an-email", "username": "x", "password": "longenough"}"#
-        )
-        .1["error"],
+        raw("/register", r#"{"email": "not-an-email", "username": "x", "password": "longenough"}"#).1
+            ["error"],
         "invalid_request"
     );
     assert_eq!(
-        raw(
-            "/register",
-            r#"{"email": "x@y.z", "username": "x", "password": "short"}"#
-        )
-        .1["error"],
+        raw("/register", r#"{"email": "x@y.z", "username": "x", "password": "short"}"#).1["error"],
         "invalid_request"
     );
     let (status, body) = raw(
         "/register",
-        &format!(
-            r#"{{"email": "x@y.z", "username": "x", "password": "{}"}}"#,
-            "p".repeat(4000)
-        ),
+        &format!(r#"{{"email": "x@y.z", "username": "x", "password": "{}"}}"#, "p".repeat(4000)),
     );
     assert_eq!((status, body["error"].as_str()), (413, Some("body_too_large")));
     let (status, body) = gw.get("/login", None);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (405, Some("method_not_allowed"))
-    );
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")));
 
     let with_auth = |values: &[&str]| {
         let mut req = gw.http.get(gw.url("/item/chair"));
@@ -464,28 +380,13 @@ fn bad_input_gets_clear_json_errors_and_the_gateway_keeps_serving() {
             req = req.header("authorization", *v);
         }
         let resp = req.send().unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json::<Value>().unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        )
+        (resp.status().as_u16(), resp.json::<Value>().unwrap()["error"].as_str().unwrap().to_owned())
     };
     assert_eq!(with_auth(&[""]), (401, "malformed_authorization".into()));
-    assert_eq!(
-        with_auth(&["Basic YTpi"]),
-        (401, "malformed_authorization".into())
-    );
+    assert_eq!(with_auth(&["Basic YTpi"]), (401, "malformed_authorization".into()));
     assert_eq!(with_auth(&["Bearer"]), (401, "malformed_authorization".into()));
-    assert_eq!(
-        with_auth(&["Bearer a.b.c", "Bearer d.e.f"]),
-        (400, "duplicate_authorization".into())
-    );
-    assert_eq!(
-        with_auth(&[&format!("Bearer {}", "x".repeat(5000))]),
-        (401, "invalid_token".into())
-    );
+    assert_eq!(with_auth(&["Bearer a.b.c", "Bearer d.e.f"]), (400, "duplicate_authorization".into()));
+    assert_eq!(with_auth(&[&format!("Bearer {}", "x".repeat(5000))]), (401, "invalid_token".into()));
 
     // Still serving.
     let (admin, _) = gw.admin_login();
@@ -497,20 +398,11 @@ fn registration_can_be_switched_off() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            endpoints_extra: "allow_registration = false".into(),
-            ..Options::default()
-        },
+        Options { endpoints_extra: "allow_registration = false".into(), ..Options::default() },
     );
-    let (status, body) = gw.post(
-        "/register",
-        None,
-        json!({"email": "x@y.z", "username": "x", "password": "longenough"}),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("registration_disabled"))
-    );
+    let (status, body) =
+        gw.post("/register", None, json!({"email": "x@y.z", "username": "x", "password": "longenough"}));
+    assert_eq!((status, body["error"].as_str()), (403, Some("registration_disabled")));
 }
 
 #[test]

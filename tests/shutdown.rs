@@ -19,13 +19,6 @@ fn sigterm_stops_the_gateway_promptly() {
     let started = Instant::now();
     let status = gw.terminate();
     assert!(status.success() || status.code().is_some(), "{status:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        std::net::TcpStream::connect(gw.addr).is_err(),
-        "still listening after exit"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(std::net::TcpStream::connect(gw.addr).is_err(), "still listening after exit");
 }

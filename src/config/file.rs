@@ -13,6 +13,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub admin: AdminSection,
     pub upstream: Spanned<UpstreamSection>,
     #[serde(default)]
@@ -38,6 +40,17 @@ pub struct ServerSection {
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub tls_listen: Option<Vec<Spanned<String>>>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub upgrade_socket: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +69,10 @@ pub struct UpstreamSection {
     pub identity_header_prefix: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub read_timeout: Option<Spanned<String>>,
+    pub selection: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<String>>,
+    pub health_check_path: Option<String>,
+    pub health_check_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

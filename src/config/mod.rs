@@ -37,6 +37,7 @@ pub struct ConfigError {
 pub struct Config {
     pub source: PathBuf,
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
     pub tokens: TokenConfig,
@@ -53,6 +54,50 @@ pub struct ServerConfig {
     pub threads: usize,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    pub tls: Option<TlsConfig>,
+    /// Where a running gateway hands its sockets to its replacement (`serve --upgrade`).
+    pub upgrade_socket: PathBuf,
+}
+
+/// TLS termination: extra listeners with a certificate chain and key (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,gatehouse=debug`; `GATEHOUSE_LOG` overrides it.
+    pub level: String,
+}
+
+/// How requests are spread over the upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    RoundRobin,
+    Random,
+    /// Ketama consistent hashing on the client address: a client sticks to one upstream.
+    Consistent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    None,
+    /// A TCP connect.
+    Tcp,
+    /// `GET path` answered with 200.
+    Http {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +114,9 @@ pub struct UpstreamConfig {
     pub identity_prefix: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub selection: Selection,
+    pub health_check: HealthCheckKind,
+    pub health_check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -171,17 +219,9 @@ pub enum SecretError {
     #[error("no {purpose} is configured: {how}")]
     Missing { purpose: &'static str, how: String },
     #[error("the {purpose} is too short ({len} bytes); it needs at least {MIN_SECRET_BYTES}: {how}")]
-    TooShort {
-        purpose: &'static str,
-        len: usize,
-        how: String,
-    },
+    TooShort { purpose: &'static str, len: usize, how: String },
     #[error("cannot read the {purpose} from {}: {source}", path.display())]
-    Unreadable {
-        purpose: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { purpose: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 impl SecretSource {
@@ -202,19 +242,14 @@ impl SecretSource {
                 source,
             })?
         } else if let Some(var) = &self.env {
-            std::env::var_os(var)
-                .map(|v| v.into_encoded_bytes())
-                .unwrap_or_default()
+            std::env::var_os(var).map(|v| v.into_encoded_bytes()).unwrap_or_default()
         } else {
             Vec::new()
         };
         // A trailing newline from `echo` or an editor is not part of the secret.
         let trimmed = raw.trim_ascii().to_vec();
         if trimmed.is_empty() {
-            return Err(SecretError::Missing {
-                purpose: self.purpose,
-                how: self.how_to_make(),
-            });
+            return Err(SecretError::Missing { purpose: self.purpose, how: self.how_to_make() });
         }
         if trimmed.len() < MIN_SECRET_BYTES {
             return Err(SecretError::TooShort {
@@ -243,12 +278,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let locate = |span: Option<Range<usize>>, message: String| {
             let (line, column) = span.map_or((0, 0), |s| line_and_column(text, s.start));
-            ConfigError {
-                file: path.to_owned(),
-                line,
-                column,
-                message,
-            }
+            ConfigError { file: path.to_owned(), line, column, message }
         };
         let model: FileConfig = toml::from_str(text).map_err(|e| locate(e.span(), e.message().to_owned()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -259,6 +289,7 @@ impl Config {
     fn from_file_model(model: FileConfig, path: &Path, base: &Path) -> Result<Config, Invalid> {
         let FileConfig {
             server,
+            log,
             admin,
             upstream,
             tokens,
@@ -285,11 +316,43 @@ impl Config {
             Some(t) => t.into_inner(),
             None => 1,
         };
+        let tls = match (server.tls_listen, server.tls_cert, server.tls_key) {
+            (None, None, None) => None,
+            (Some(list), Some(cert), Some(key)) if !list.is_empty() => Some(TlsConfig {
+                listen: list.iter().map(socket_addr).collect::<Result<_, _>>()?,
+                cert: base.join(cert),
+                key: base.join(key),
+            }),
+            _ => {
+                return Err(Invalid {
+                    span: 0..0,
+                    message: "TLS needs all of server.tls_listen, server.tls_cert and server.tls_key".into(),
+                })
+            }
+        };
         let server = ServerConfig {
             listen,
             threads,
             grace_period: duration_or(server.grace_period, Duration::from_secs(5))?,
             shutdown_timeout: duration_or(server.shutdown_timeout, Duration::from_secs(10))?,
+            tls,
+            upgrade_socket: base.join(server.upgrade_socket.as_deref().unwrap_or("gatehouse-upgrade.sock")),
+        };
+        let log = LogConfig {
+            format: match log.format {
+                None => LogFormat::Text,
+                Some(f) => match f.get_ref().as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(Invalid::at(
+                            &f,
+                            format!("log.format `{other}`: expected \"text\" or \"json\""),
+                        ))
+                    }
+                },
+            },
+            level: log.level.unwrap_or_else(|| "info".to_owned()),
         };
 
         let admin = AdminConfig {
@@ -328,15 +391,44 @@ impl Config {
             None => "x-auth-".to_owned(),
         };
         let upstream = UpstreamConfig {
-            addresses: upstream
-                .addresses
-                .iter()
-                .map(socket_addr)
-                .collect::<Result<_, _>>()?,
+            addresses: upstream.addresses.iter().map(socket_addr).collect::<Result<_, _>>()?,
             pass_authorization: upstream.pass_authorization.unwrap_or(false),
             identity_prefix,
             connect_timeout: duration_or(upstream.connect_timeout, Duration::from_secs(2))?,
             read_timeout: duration_or(upstream.read_timeout, Duration::from_secs(30))?,
+            selection: match upstream.selection {
+                None => Selection::RoundRobin,
+                Some(s) => match s.get_ref().as_str() {
+                    "round_robin" => Selection::RoundRobin,
+                    "random" => Selection::Random,
+                    "consistent" => Selection::Consistent,
+                    other => {
+                        return Err(Invalid::at(
+                            &s,
+                            format!(
+                                "upstream.selection `{other}`: expected round_robin, random or consistent"
+                            ),
+                        ))
+                    }
+                },
+            },
+            health_check: match upstream.health_check {
+                None => HealthCheckKind::Tcp,
+                Some(h) => match h.get_ref().as_str() {
+                    "none" => HealthCheckKind::None,
+                    "tcp" => HealthCheckKind::Tcp,
+                    "http" => HealthCheckKind::Http {
+                        path: upstream.health_check_path.unwrap_or_else(|| "/healthz".to_owned()),
+                    },
+                    other => {
+                        return Err(Invalid::at(
+                            &h,
+                            format!("upstream.health_check `{other}`: expected none, tcp or http"),
+                        ))
+                    }
+                },
+            },
+            health_check_interval: duration_or(upstream.health_check_interval, Duration::from_secs(5))?,
         };
 
         let tokens = TokenConfig {
@@ -374,20 +466,14 @@ impl Config {
         let defaults = LimitsConfig::default();
         let failures_before_backoff = match limits.failures_before_backoff {
             Some(v) if *v.get_ref() == 0 => {
-                return Err(Invalid::at(
-                    &v,
-                    "limits.failures_before_backoff must be at least 1",
-                ))
+                return Err(Invalid::at(&v, "limits.failures_before_backoff must be at least 1"))
             }
             Some(v) => v.into_inner(),
             None => defaults.failures_before_backoff,
         };
         let max_header_bytes = match limits.max_header_bytes {
             Some(v) if !(1024..=1024 * 1024).contains(v.get_ref()) => {
-                return Err(Invalid::at(
-                    &v,
-                    "limits.max_header_bytes must be between 1024 and 1048576",
-                ))
+                return Err(Invalid::at(&v, "limits.max_header_bytes must be between 1024 and 1048576"))
             }
             Some(v) => v.into_inner(),
             None => defaults.max_header_bytes,
@@ -436,10 +522,7 @@ impl Config {
         };
         let max_body_bytes = match endpoints.max_body_bytes {
             Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1024 * 1024 => {
-                return Err(Invalid::at(
-                    &v,
-                    "endpoints.max_body_bytes must be between 1 and 1048576",
-                ))
+                return Err(Invalid::at(&v, "endpoints.max_body_bytes must be between 1 and 1048576"))
             }
             Some(v) => v.into_inner(),
             None => 16 * 1024,
@@ -455,14 +538,10 @@ impl Config {
         };
 
         let default_rule = match policy.default {
-            Some(p) => Rule {
-                policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
-                require_fresh: false,
-            },
-            None => Rule {
-                policy: Policy::Deny,
-                require_fresh: false,
-            },
+            Some(p) => {
+                Rule { policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?, require_fresh: false }
+            }
+            None => Rule { policy: Policy::Deny, require_fresh: false },
         };
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, entry) in routes.into_iter().enumerate() {
@@ -470,11 +549,7 @@ impl Config {
             let entry = entry.into_inner();
             let pattern =
                 PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
-            let policy: Policy = entry
-                .policy
-                .get_ref()
-                .parse()
-                .map_err(|m| Invalid::at(&entry.policy, m))?;
+            let policy: Policy = entry.policy.get_ref().parse().map_err(|m| Invalid::at(&entry.policy, m))?;
             if entry.fresh && policy != Policy::Admin {
                 return Err(Invalid {
                     span: entry_span,
@@ -489,11 +564,7 @@ impl Config {
                 if !known.contains(&upper.as_str()) {
                     return Err(Invalid::at(
                         m,
-                        format!(
-                            "unknown method `{}`: expected one of {}",
-                            m.get_ref(),
-                            known.join(", ")
-                        ),
+                        format!("unknown method `{}`: expected one of {}", m.get_ref(), known.join(", ")),
                     ));
                 }
                 methods.push(upper.parse().map_err(|_| Invalid::at(m, "invalid method"))?);
@@ -501,10 +572,7 @@ impl Config {
             compiled.push(Route {
                 pattern,
                 methods,
-                rule: Rule {
-                    policy,
-                    require_fresh: entry.fresh,
-                },
+                rule: Rule { policy, require_fresh: entry.fresh },
                 index,
             });
         }
@@ -512,6 +580,7 @@ impl Config {
         Ok(Config {
             source: path.to_owned(),
             server,
+            log,
             admin,
             upstream,
             tokens,
@@ -532,10 +601,7 @@ struct Invalid {
 
 impl Invalid {
     fn at<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
-        Invalid {
-            span: value.span(),
-            message: message.into(),
-        }
+        Invalid { span: value.span(), message: message.into() }
     }
 }
 
@@ -543,10 +609,7 @@ fn socket_addr(value: &Spanned<String>) -> Result<SocketAddr, Invalid> {
     value.get_ref().parse().map_err(|_| {
         Invalid::at(
             value,
-            format!(
-                "`{}` is not an IP:port address, e.g. \"127.0.0.1:8080\"",
-                value.get_ref()
-            ),
+            format!("`{}` is not an IP:port address, e.g. \"127.0.0.1:8080\"", value.get_ref()),
         )
     })
 }
@@ -554,10 +617,7 @@ fn socket_addr(value: &Spanned<String>) -> Result<SocketAddr, Invalid> {
 fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Invalid> {
     match value {
         Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
-            Invalid::at(
-                &v,
-                format!("`{}` is not a duration like \"15m\" or \"30d\": {e}", v.get_ref()),
-            )
+            Invalid::at(&v, format!("`{}` is not a duration like \"15m\" or \"30d\": {e}", v.get_ref()))
         }),
         None => Ok(default),
     }
@@ -570,10 +630,9 @@ fn bounded(
     key: &str,
 ) -> Result<u32, Invalid> {
     match value {
-        Some(v) if !range.contains(v.get_ref()) => Err(Invalid::at(
-            &v,
-            format!("{key} must be between {} and {}", range.start(), range.end()),
-        )),
+        Some(v) if !range.contains(v.get_ref()) => {
+            Err(Invalid::at(&v, format!("{key} must be between {} and {}", range.start(), range.end())))
+        }
         Some(v) => Ok(v.into_inner()),
         None => Ok(default),
     }
@@ -626,10 +685,7 @@ access_ttl = "15m"
         assert!(!c.upstream.pass_authorization);
         assert_eq!(c.upstream.identity_prefix, "x-auth-");
         assert_eq!(c.store.path, Path::new("/etc/gatehouse/gatehouse-data"));
-        assert_eq!(
-            c.routes.lookup(&http::Method::GET, "/x").rule.policy,
-            Policy::Deny
-        );
+        assert_eq!(c.routes.lookup(&http::Method::GET, "/x").rule.policy, Policy::Deny);
     }
 
     #[test]
@@ -644,10 +700,7 @@ access_ttl = "15m"
 
         let err = parse("[upstream]\naddresses = [\"127.0.0.1:1\"]\n[tokens]\nbogus = 1\n").unwrap_err();
         assert_eq!(err.line, 4, "{err}");
-        assert!(
-            err.to_string().starts_with("/etc/gatehouse/test.toml:4:"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("/etc/gatehouse/test.toml:4:"), "{err}");
     }
 
     #[test]
@@ -656,28 +709,18 @@ access_ttl = "15m"
         let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/**/b\"\npolicy = \"any\"\n");
         assert!(parse(&text).unwrap_err().message.contains("**"));
         let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"any\"\nfresh = true\n");
-        assert!(parse(&text)
-            .unwrap_err()
-            .message
-            .contains("only applies to admin"));
+        assert!(parse(&text).unwrap_err().message.contains("only applies to admin"));
     }
 
     #[test]
     fn secrets_are_checked_for_length_and_hidden_from_debug() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let source = SecretSource {
-            env: None,
-            file: Some(path.clone()),
-            purpose: "token signing secret",
-        };
+        let source = SecretSource { env: None, file: Some(path.clone()), purpose: "token signing secret" };
         assert!(matches!(source.load(), Err(SecretError::Unreadable { .. })));
         std::fs::write(&path, "short\n").unwrap();
         let err = source.load().unwrap_err().to_string();
-        assert!(
-            err.contains("at least 32") && err.contains("/dev/urandom"),
-            "{err}"
-        );
+        assert!(err.contains("at least 32") && err.contains("/dev/urandom"), "{err}");
         std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
         let secret = source.load().unwrap();
         assert_eq!(secret.expose().len(), 32);

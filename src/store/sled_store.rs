@@ -35,10 +35,7 @@ fn entry(expires_at: u64, why: Revocation) -> [u8; 9] {
 }
 
 fn entry_expiry(value: &[u8]) -> u64 {
-    value
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
+    value.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
 }
 
 impl SledStore {
@@ -46,9 +43,7 @@ impl SledStore {
         let db = sled::Config::new().path(path).open().map_err(|e| {
             let text = e.to_string();
             if text.contains("could not acquire lock") {
-                StoreError::Locked {
-                    path: path.display().to_string(),
-                }
+                StoreError::Locked { path: path.display().to_string() }
             } else {
                 StoreError::Backend(format!("cannot open {}: {text}", path.display()))
             }
@@ -82,9 +77,7 @@ fn backend(e: sled::Error) -> StoreError {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[async_trait]
@@ -94,9 +87,7 @@ impl Store for SledStore {
         let id = self
             .meta
             .update_and_fetch(b"last_user_id", |old| {
-                let last = old
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(0, u64::from_be_bytes);
+                let last = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
                 Some((last + 1).to_be_bytes().to_vec())
             })
             .map_err(backend)?
@@ -132,19 +123,11 @@ impl Store for SledStore {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.users
-            .get(id.to_be_bytes())
-            .map_err(backend)?
-            .map(|v| Self::decode(&v))
-            .transpose()
+        self.users.get(id.to_be_bytes()).map_err(backend)?.map(|v| Self::decode(&v)).transpose()
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let Some(id) = self
-            .emails
-            .get(normalise_email(email).as_bytes())
-            .map_err(backend)?
-        else {
+        let Some(id) = self.emails.get(normalise_email(email).as_bytes()).map_err(backend)? else {
             return Ok(None);
         };
         let id =
@@ -153,11 +136,7 @@ impl Store for SledStore {
     }
 
     async fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.users
-            .iter()
-            .values()
-            .map(|v| Self::decode(&v.map_err(backend)?))
-            .collect()
+        self.users.iter().values().map(|v| Self::decode(&v.map_err(backend)?)).collect()
     }
 
     async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
@@ -208,21 +187,15 @@ impl Store for SledStore {
     }
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.revoked
-            .insert(jti.as_bytes(), &entry(expires_at, Revocation::Revoked))
-            .map_err(backend)?;
+        self.revoked.insert(jti.as_bytes(), &entry(expires_at, Revocation::Revoked)).map_err(backend)?;
         self.flush().await
     }
 
     async fn revocation(&self, jti: &str) -> Result<Option<Revocation>, StoreError> {
-        Ok(self
-            .revoked
-            .get(jti.as_bytes())
-            .map_err(backend)?
-            .map(|v| match v.get(8) {
-                Some(1) => Revocation::Retired,
-                _ => Revocation::Revoked,
-            }))
+        Ok(self.revoked.get(jti.as_bytes()).map_err(backend)?.map(|v| match v.get(8) {
+            Some(1) => Revocation::Retired,
+            _ => Revocation::Revoked,
+        }))
     }
 
     async fn retire(&self, jti: &str, expires_at: u64) -> Result<bool, StoreError> {
@@ -242,9 +215,7 @@ impl Store for SledStore {
     }
 
     async fn revoke_family(&self, family: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.families
-            .insert(family.as_bytes(), &expires_at.to_be_bytes())
-            .map_err(backend)?;
+        self.families.insert(family.as_bytes(), &expires_at.to_be_bytes()).map_err(backend)?;
         self.flush().await
     }
 
@@ -279,12 +250,7 @@ mod tests {
     use super::*;
 
     fn new_user(email: &str) -> NewUser {
-        NewUser {
-            email: email.into(),
-            username: "u".into(),
-            password_hash: "h".into(),
-            is_admin: false,
-        }
+        NewUser { email: email.into(), username: "u".into(), password_hash: "h".into(), is_admin: false }
     }
 
     #[tokio::test]
@@ -293,14 +259,8 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let user = store.create_user(new_user(" Ann@Example.com ")).await.unwrap();
         assert_eq!(user.email, "ann@example.com");
-        assert!(matches!(
-            store.create_user(new_user("ANN@example.COM")).await,
-            Err(StoreError::EmailTaken)
-        ));
-        assert_eq!(
-            store.user_by_email("ann@EXAMPLE.com").await.unwrap().unwrap().id,
-            user.id
-        );
+        assert!(matches!(store.create_user(new_user("ANN@example.COM")).await, Err(StoreError::EmailTaken)));
+        assert_eq!(store.user_by_email("ann@EXAMPLE.com").await.unwrap().unwrap().id, user.id);
         assert!(store.delete_user(user.id).await.unwrap());
         assert!(store.user_by_email("ann@example.com").await.unwrap().is_none());
         store.create_user(new_user("ann@example.com")).await.unwrap();
@@ -311,28 +271,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let user = store.create_user(new_user("b@example.com")).await.unwrap();
-        let blocked = store
-            .change_user(user.id, UserChange::SetBlocked(true))
-            .await
-            .unwrap()
-            .unwrap();
+        let blocked = store.change_user(user.id, UserChange::SetBlocked(true)).await.unwrap().unwrap();
         assert!(blocked.blocked);
         assert_eq!(blocked.token_version, user.token_version + 1);
-        assert!(store
-            .change_user(999, UserChange::SetAdmin(true))
-            .await
-            .unwrap()
-            .is_none());
+        assert!(store.change_user(999, UserChange::SetAdmin(true)).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn a_second_open_reports_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let _first = SledStore::open(dir.path()).unwrap();
-        assert!(matches!(
-            SledStore::open(dir.path()),
-            Err(StoreError::Locked { .. })
-        ));
+        assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked { .. })));
     }
 
     #[tokio::test]
@@ -359,9 +308,6 @@ mod tests {
         assert!(!store.retire("r1", 10_000).await.unwrap());
         assert_eq!(store.revocation("r1").await.unwrap(), Some(Revocation::Retired));
         store.revoke("r2", 10_000).await.unwrap();
-        assert!(
-            !store.retire("r2", 10_000).await.unwrap(),
-            "a revoked token can't be rotated"
-        );
+        assert!(!store.retire("r2", 10_000).await.unwrap(), "a revoked token can't be rotated");
     }
 }

@@ -33,11 +33,8 @@ impl Upstream {
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let log = Arc::clone(&seen);
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -62,12 +59,7 @@ impl Upstream {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Upstream {
-            addr,
-            seen,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        Upstream { addr, seen, shutdown: Some(shutdown), thread: Some(thread) }
     }
 
     /// "METHOD /path?query" for every request received so far.
@@ -96,11 +88,7 @@ impl Drop for Upstream {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn random_secret() -> String {
@@ -232,15 +220,7 @@ impl Gateway {
         gateway.write_config(upstream, &options);
         if options.seed_admin {
             let out = gateway.cli(
-                &[
-                    "user",
-                    "add",
-                    "--email",
-                    ADMIN_EMAIL,
-                    "--username",
-                    "admin",
-                    "--admin",
-                ],
+                &["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"],
                 ADMIN_PASSWORD,
             );
             assert!(
@@ -401,11 +381,8 @@ max_body_bytes = 2048
     }
 
     pub fn register(&self, email: &str, username: &str, password: &str) -> Value {
-        let (status, body) = self.post(
-            "/register",
-            None,
-            json!({"email": email, "username": username, "password": password}),
-        );
+        let (status, body) =
+            self.post("/register", None, json!({"email": email, "username": username, "password": password}));
         assert_eq!(status, 201, "{body}");
         body
     }
@@ -467,10 +444,7 @@ pub fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -487,10 +461,6 @@ pub fn admin_api(gw: &Gateway, method: reqwest::Method, path: &str) -> Value {
 
 /// Sends a signal with kill(1): the crate forbids `unsafe`, so no libc call.
 pub fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }

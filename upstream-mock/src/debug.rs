@@ -22,9 +22,7 @@ pub const MAX_SLOW_MS: u64 = 60_000;
 /// Any method on `/debug/echo` and `/debug/echo/{*rest}`.
 pub(crate) async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Json<Value> {
     // The request target as hyper parsed it, not normalised in any way.
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
     let mut seen = Map::new();
     for name in headers.keys() {
         let values: Vec<Value> = headers

@@ -20,19 +20,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     pub(crate) fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No such resource on the upstream.",
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", "No such resource on the upstream.")
     }
 
     pub(crate) fn method_not_allowed() -> Self {

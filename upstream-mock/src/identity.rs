@@ -49,10 +49,7 @@ mod tests {
     fn lookup_is_case_insensitive_and_prefix_driven() {
         let mut headers = HeaderMap::new();
         headers.insert("x-gw-user-id", HeaderValue::from_static("42"));
-        assert_eq!(
-            IdentityHeaders::new("X-Gw-").user_id(&headers).as_deref(),
-            Some("42")
-        );
+        assert_eq!(IdentityHeaders::new("X-Gw-").user_id(&headers).as_deref(), Some("42"));
         assert_eq!(IdentityHeaders::new("X-Auth-").user_id(&headers), None);
     }
 

@@ -65,9 +65,7 @@ pub struct MockOptions {
 
 impl Default for MockOptions {
     fn default() -> Self {
-        Self {
-            identity_prefix: DEFAULT_IDENTITY_PREFIX.to_owned(),
-        }
+        Self { identity_prefix: DEFAULT_IDENTITY_PREFIX.to_owned() }
     }
 }
 
@@ -80,10 +78,8 @@ pub(crate) struct AppState {
 
 /// Builds the mock's router with its own freshly seeded in-memory state.
 pub fn router(options: MockOptions) -> Router {
-    let state = AppState {
-        store: SharedStore::seeded(),
-        identity: IdentityHeaders::new(&options.identity_prefix),
-    };
+    let state =
+        AppState { store: SharedStore::seeded(), identity: IdentityHeaders::new(&options.identity_prefix) };
     Router::new()
         .route(
             "/item/{name}",
@@ -101,9 +97,7 @@ pub fn router(options: MockOptions) -> Router {
         .route("/products", get(resources::list_products))
         .route(
             "/category/{name}",
-            get(resources::get_category)
-                .post(resources::create_category)
-                .delete(resources::delete_category),
+            get(resources::get_category).post(resources::create_category).delete(resources::delete_category),
         )
         .route("/categories", get(resources::list_categories))
         .route("/debug/echo", any(debug::echo))
@@ -128,7 +122,5 @@ pub async fn serve_with_shutdown(
     options: MockOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(options)).with_graceful_shutdown(shutdown).await
 }

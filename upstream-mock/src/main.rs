@@ -49,9 +49,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
     eprintln!("upstream-mock listening on {addr}");
-    let options = MockOptions {
-        identity_prefix: args.identity_prefix,
-    };
+    let options = MockOptions { identity_prefix: args.identity_prefix };
     match upstream_mock::serve_with_shutdown(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -78,22 +78,14 @@ pub(crate) struct Created {
 fn name_from(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match path {
         Ok(Path(name)) => Ok(name),
-        Err(rejection) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            rejection.body_text(),
-        )),
+        Err(rejection) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())),
     }
 }
 
 fn parse_new_item(body: Result<Bytes, BytesRejection>) -> Result<NewItem, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "invalid_body"
-        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
         ApiError::new(status, code, rejection.body_text())
     })?;
     let explain = |err: &dyn std::fmt::Display| {
@@ -111,11 +103,7 @@ fn parse_new_item(body: Result<Bytes, BytesRejection>) -> Result<NewItem, ApiErr
 }
 
 fn not_found<C: Collection>() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        C::NOT_FOUND,
-        format!("{} not found.", C::TITLE),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, C::NOT_FOUND, format!("{} not found.", C::TITLE))
 }
 
 /// `GET /item/{name}`, `GET /product/{name}`.
@@ -125,11 +113,7 @@ pub(crate) async fn get_one<C: Collection>(
 ) -> Result<Json<Item>, ApiError> {
     let name = name_from(path)?;
     let mut store = app.store.lock();
-    C::map(&mut store)
-        .get(&name)
-        .cloned()
-        .map(Json)
-        .ok_or_else(not_found::<C>)
+    C::map(&mut store).get(&name).cloned().map(Json).ok_or_else(not_found::<C>)
 }
 
 /// `POST /item/{name}`, `POST /product/{name}`.
@@ -150,11 +134,7 @@ pub(crate) async fn create<C: Collection>(
         ));
     }
     let new = parse_new_item(body)?;
-    let item = Item {
-        name: name.clone(),
-        price: new.price,
-        category: new.category,
-    };
+    let item = Item { name: name.clone(), price: new.price, category: new.category };
     map.insert(name, item.clone());
     let created_by = app.identity.user_id(&headers);
     Ok((StatusCode::CREATED, Json(Created { item, created_by })))

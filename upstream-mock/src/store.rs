@@ -20,11 +20,7 @@ pub(crate) struct Item {
 
 impl Item {
     fn seed(name: &str, price: f64, category: &str) -> (String, Item) {
-        let item = Item {
-            name: name.to_owned(),
-            price,
-            category: Some(category.to_owned()),
-        };
+        let item = Item { name: name.to_owned(), price, category: Some(category.to_owned()) };
         (name.to_owned(), item)
     }
 }
@@ -70,10 +66,7 @@ impl Store {
             .filter(|item| item.category.as_deref() == Some(name))
             .map(|item| item.name.clone())
             .collect();
-        Category {
-            name: name.to_owned(),
-            items,
-        }
+        Category { name: name.to_owned(), items }
     }
 }
 

@@ -34,12 +34,7 @@ impl Mock {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Self {
-            addr,
-            client,
-            stop,
-            task,
-        }
+        Self { addr, client, stop, task }
     }
 
     async fn default() -> Self {
@@ -63,13 +58,11 @@ impl Mock {
     }
 
     async fn get_as(&self, path: &str, header: &str, user: &str) -> (StatusCode, Value) {
-        self.send(self.client.get(self.url(path)).header(header, user))
-            .await
+        self.send(self.client.get(self.url(path)).header(header, user)).await
     }
 
     async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
-        self.send(self.client.post(self.url(path)).body(body.to_owned()))
-            .await
+        self.send(self.client.post(self.url(path)).body(body.to_owned())).await
     }
 
     async fn delete(&self, path: &str) -> (StatusCode, Value) {
@@ -108,10 +101,7 @@ fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, code:
 #[tokio::test]
 async fn healthz_and_unknown_routes() {
     let mock = Mock::default().await;
-    assert_eq!(
-        mock.get("/healthz").await,
-        (StatusCode::OK, json!({"status": "ok"}))
-    );
+    assert_eq!(mock.get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
     assert_eq!(
         mock.get("/nope/at/all").await,
         (
@@ -120,12 +110,7 @@ async fn healthz_and_unknown_routes() {
         )
     );
     let (status, body) = mock.send(mock.client.put(mock.url("/item/chair"))).await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    );
+    assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     mock.stop().await;
 }
 
@@ -170,16 +155,10 @@ async fn post_then_get_item() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(
-        body,
-        json!({"name": "stool", "price": 12.0, "category": "furniture", "created_by": "42"})
-    );
+    assert_eq!(body, json!({"name": "stool", "price": 12.0, "category": "furniture", "created_by": "42"}));
     assert_eq!(
         mock.get("/item/stool").await,
-        (
-            StatusCode::OK,
-            json!({"name": "stool", "price": 12.0, "category": "furniture"})
-        )
+        (StatusCode::OK, json!({"name": "stool", "price": 12.0, "category": "furniture"}))
     );
     assert_eq!(
         mock.get("/category/furniture").await.1,
@@ -189,10 +168,7 @@ async fn post_then_get_item() {
     // Anonymous create, no category, percent-encoded name.
     let (status, body) = mock.post("/item/tea%20cup", r#"{"price": 3.5}"#).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(
-        body,
-        json!({"name": "tea cup", "price": 3.5, "category": null, "created_by": null})
-    );
+    assert_eq!(body, json!({"name": "tea cup", "price": 3.5, "category": null, "created_by": null}));
     assert_eq!(mock.get("/item/tea%20cup").await.1["name"], "tea cup");
     mock.stop().await;
 }
@@ -217,10 +193,7 @@ async fn duplicate_and_invalid_items() {
 #[tokio::test]
 async fn delete_item() {
     let mock = Mock::default().await;
-    assert_eq!(
-        mock.delete("/item/chair").await,
-        (StatusCode::OK, json!({"message": "Item deleted."}))
-    );
+    assert_eq!(mock.delete("/item/chair").await, (StatusCode::OK, json!({"message": "Item deleted."})));
     let (status, body) = mock.get("/item/chair").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "item_not_found");
     let (status, body) = mock.delete("/item/chair").await;
@@ -241,9 +214,7 @@ async fn products() {
         assert!(product["category"].is_string());
     }
 
-    let (status, body) = mock
-        .post("/product/widget", r#"{"price": 9.99, "category": "gadgets"}"#)
-        .await;
+    let (status, body) = mock.post("/product/widget", r#"{"price": 9.99, "category": "gadgets"}"#).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["created_by"], Value::Null);
     assert_eq!(
@@ -252,13 +223,7 @@ async fn products() {
     );
     let (status, body) = mock.post("/product/widget", r#"{"price": 1}"#).await;
     assert_error(status, &body, StatusCode::CONFLICT, "product_exists");
-    assert_eq!(
-        mock.get("/products").await.1["products"]
-            .as_array()
-            .unwrap()
-            .len(),
-        seeded + 1
-    );
+    assert_eq!(mock.get("/products").await.1["products"].as_array().unwrap().len(), seeded + 1);
     assert_eq!(
         mock.delete("/product/widget").await,
         (StatusCode::OK, json!({"message": "Product deleted."}))
@@ -273,10 +238,7 @@ async fn categories() {
     let mock = Mock::default().await;
     assert_eq!(
         mock.get("/categories").await,
-        (
-            StatusCode::OK,
-            json!({"categories": [{"name": "furniture", "items": ["chair", "desk"]}]})
-        )
+        (StatusCode::OK, json!({"categories": [{"name": "furniture", "items": ["chair", "desk"]}]}))
     );
     let (status, body) = mock.post("/category/lighting", "").await;
     assert_eq!(status, StatusCode::CREATED);
@@ -284,12 +246,8 @@ async fn categories() {
     let (status, body) = mock.post("/category/furniture", "").await;
     assert_error(status, &body, StatusCode::CONFLICT, "category_exists");
 
-    mock.post("/item/lamp", r#"{"price": 20, "category": "lighting"}"#)
-        .await;
-    assert_eq!(
-        mock.get("/category/lighting").await.1,
-        json!({"name": "lighting", "items": ["lamp"]})
-    );
+    mock.post("/item/lamp", r#"{"price": 20, "category": "lighting"}"#).await;
+    assert_eq!(mock.get("/category/lighting").await.1, json!({"name": "lighting", "items": ["lamp"]}));
     assert_eq!(
         mock.delete("/category/lighting").await,
         (StatusCode::OK, json!({"message": "Category deleted."}))
@@ -332,10 +290,7 @@ async fn echo_reports_every_header_copy_and_the_raw_path() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["method"], "PATCH");
     assert_eq!(body["path"], "/debug/echo");
-    assert_eq!(
-        body["headers"]["x-forwarded-for"],
-        json!(["10.0.0.1", "10.0.0.2"])
-    );
+    assert_eq!(body["headers"]["x-forwarded-for"], json!(["10.0.0.1", "10.0.0.2"]));
 
     let (status, body) = mock.send(mock.client.delete(mock.url("/debug/echo/?q"))).await;
     assert_eq!(status, StatusCode::OK);
@@ -346,10 +301,7 @@ async fn echo_reports_every_header_copy_and_the_raw_path() {
 
 #[tokio::test]
 async fn custom_identity_prefix() {
-    let mock = Mock::start(MockOptions {
-        identity_prefix: "X-Gw-".to_owned(),
-    })
-    .await;
+    let mock = Mock::start(MockOptions { identity_prefix: "X-Gw-".to_owned() }).await;
     let (_, body) = mock.get_as("/items", "X-Auth-User-Id", "1").await;
     assert_eq!(body["items"], json!(["chair", "desk"]));
     let (_, body) = mock.get_as("/items", "X-Gw-User-Id", "1").await;
@@ -384,10 +336,7 @@ async fn each_router_has_its_own_state() {
 async fn slow_sleeps_then_answers() {
     let mock = Mock::default().await;
     let started = Instant::now();
-    assert_eq!(
-        mock.get("/debug/slow?ms=150").await,
-        (StatusCode::OK, json!({"slept_ms": 150}))
-    );
+    assert_eq!(mock.get("/debug/slow?ms=150").await, (StatusCode::OK, json!({"slept_ms": 150})));
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(mock.get("/debug/slow").await.1, json!({"slept_ms": 0}));
     let (status, body) = mock.get("/debug/slow?ms=soon").await;
@@ -410,11 +359,8 @@ async fn binary_logs_address_and_stops_on_sigterm() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let line =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
     let addr = line
         .strip_prefix("upstream-mock listening on ")
         .unwrap_or_else(|| panic!("unexpected log line {line:?}"));
@@ -435,15 +381,9 @@ async fn binary_logs_address_and_stops_on_sigterm() {
     drop(client);
 
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(lines.next_line().await.unwrap(), None);
 }

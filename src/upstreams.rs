@@ -1,0 +1,112 @@
+//! The upstream pool: pingora-load-balancing with a choice of selection
+//! policy, active health checks run by the gateway's housekeeping, and
+//! selection that skips backends a request already failed to reach.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use pingora::lb::{Backend, LoadBalancer};
+
+use crate::config::{HealthCheckKind, Selection, UpstreamConfig};
+
+/// How far selection searches for an acceptable backend.
+const MAX_SELECT_ITERATIONS: usize = 256;
+
+pub struct UpstreamPool {
+    balancer: Balancer,
+    addresses: Vec<SocketAddr>,
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Consistent(LoadBalancer<Consistent>),
+}
+
+fn build<S>(config: &UpstreamConfig) -> Result<LoadBalancer<S>, String>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let mut lb = LoadBalancer::<S>::try_from_iter(config.addresses.iter().map(SocketAddr::to_string))
+        .map_err(|e| format!("cannot set up the upstreams: {e}"))?;
+    let check: Option<Box<dyn HealthCheck + Send + Sync>> = match &config.health_check {
+        HealthCheckKind::None => None,
+        HealthCheckKind::Tcp => {
+            let mut tcp = TcpHealthCheck::new();
+            tcp.peer_template.options.connection_timeout = Some(config.connect_timeout);
+            Some(tcp)
+        }
+        HealthCheckKind::Http { path } => {
+            let mut http = HttpHealthCheck::new("upstream", false);
+            let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
+            req.append_header("Host", "upstream").map_err(|e| e.to_string())?;
+            http.req = req;
+            http.peer_template.options.connection_timeout = Some(config.connect_timeout);
+            http.peer_template.options.read_timeout =
+                Some(config.connect_timeout.max(Duration::from_secs(1)));
+            Some(Box::new(http))
+        }
+    };
+    if let Some(check) = check {
+        lb.set_health_check(check);
+    }
+    Ok(lb)
+}
+
+impl UpstreamPool {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+        let balancer = match config.selection {
+            Selection::RoundRobin => Balancer::RoundRobin(build(config)?),
+            Selection::Random => Balancer::Random(build(config)?),
+            Selection::Consistent => Balancer::Consistent(build(config)?),
+        };
+        Ok(UpstreamPool { balancer, addresses: config.addresses.clone() })
+    }
+
+    /// Picks a backend for a request: a healthy one not in `tried` if there
+    /// is one, else any not in `tried` (health checks can lag), else none.
+    /// `key` drives consistent hashing (the client address).
+    pub fn select(&self, key: &[u8], tried: &[Backend]) -> Option<Backend> {
+        let pick = |accept: &dyn Fn(&Backend, bool) -> bool| match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+        };
+        pick(&|b, healthy| healthy && !tried.contains(b)).or_else(|| pick(&|b, _| !tried.contains(b)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.addresses.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+    }
+
+    /// Runs one round of active health checks.
+    pub async fn check_health(&self) {
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
+        }
+    }
+
+    /// Each upstream and whether it currently passes its health check.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let backends = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends(),
+            Balancer::Random(lb) => lb.backends(),
+            Balancer::Consistent(lb) => lb.backends(),
+        };
+        backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().map(|addr| (*addr, backends.ready(b))))
+            .collect()
+    }
+}
