@@ -242,8 +242,11 @@ impl ProxyHttp for Gateway {
         ctx.refusal = Some(error.code());
         tracing::warn!(error = %e, code = error.code(), request_id = %ctx.request_id, "proxying failed");
         // Once the upstream's response has started, a JSON error can't be written.
+        // pingora closes the client connection after this: say so.
         if session.response_written().is_none() {
-            let _ = write_reply(session, &Reply::error(&error), &ctx.request_id).await;
+            let mut reply = Reply::error(&error);
+            reply.headers.push((http::header::CONNECTION, "close".to_owned()));
+            let _ = write_reply(session, &reply, &ctx.request_id).await;
         }
         FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
     }

@@ -99,6 +99,8 @@ pub fn random_secret() -> String {
 /// How to configure a test gateway.
 pub struct Options {
     pub access_ttl: &'static str,
+    /// After SIGTERM, how long in-flight requests get.
+    pub grace_period: &'static str,
     /// Extra TOML appended to the generated config (sections or routes).
     pub extra: String,
     /// Replaces the `[upstream]` extras (e.g. `pass_authorization = true`).
@@ -106,6 +108,12 @@ pub struct Options {
     pub endpoints_extra: String,
     /// Lines added to the `[store]` section.
     pub store_extra: String,
+    /// Lines added to the `[server]` section.
+    pub server_extra: String,
+    /// TOML placed before every section (e.g. a `[log]` table).
+    pub head: String,
+    /// Upstream addresses instead of the one test upstream.
+    pub upstreams: Option<Vec<String>>,
     pub seed_admin: bool,
 }
 
@@ -120,10 +128,14 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             access_ttl: "15m",
+            grace_period: "0s",
             extra: String::new(),
             upstream_extra: String::new(),
             endpoints_extra: String::new(),
             store_extra: String::new(),
+            server_extra: String::new(),
+            head: String::new(),
+            upstreams: None,
             seed_admin: true,
         }
     }
@@ -180,6 +192,10 @@ policy = "admin"
 [[routes]]
 path = "/debug/echo/deny/**"
 policy = "deny"
+
+[[routes]]
+path = "/debug/slow"
+policy = "public"
 "#;
 
 pub struct Gateway {
@@ -249,17 +265,19 @@ impl Gateway {
         self.admin_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             r#"
+{head}
 [server]
 listen = ["{addr}"]
 threads = 1
-grace_period = "0s"
+grace_period = "{grace}"
 shutdown_timeout = "1s"
+{server_extra}
 
 [admin]
 listen = "{admin_addr}"
 
 [upstream]
-addresses = ["{upstream}"]
+addresses = [{upstreams}]
 {upstream_extra}
 
 [tokens]
@@ -282,7 +300,17 @@ max_body_bytes = 2048
 "#,
             addr = self.addr,
             admin_addr = self.admin_addr,
-            upstream = upstream.addr,
+            upstreams = options
+                .upstreams
+                .clone()
+                .unwrap_or_else(|| vec![upstream.addr.to_string()])
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            head = options.head,
+            grace = options.grace_period,
+            server_extra = options.server_extra,
             upstream_extra = options.upstream_extra,
             ttl = options.access_ttl,
             endpoints_extra = options.endpoints_extra,
@@ -413,6 +441,22 @@ max_body_bytes = 2048
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("gateway ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit on its own.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

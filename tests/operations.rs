@@ -1,0 +1,283 @@
+//! What ops teams rely on: metrics, health and readiness, access logs,
+//! request ids, upstream failures and load balancing, config reload, TLS.
+
+// Tests assert by unwrapping: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{free_port, send_signal, Gateway, Options, Upstream};
+use serde_json::{json, Value};
+
+fn admin_get(gw: &Gateway, path: &str) -> (u16, String) {
+    let resp = gw.http.get(format!("http://{}{}", gw.admin_addr, path)).send().unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_count_requests_logins_refreshes_and_revocations() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options::default());
+    let (access, refresh) = gw.admin_login();
+    assert_eq!(gw.get("/item/chair", Some(&access)).0, 200);
+    assert_eq!(gw.get("/item/chair", None).0, 401);
+    let _ = gw.post("/login", None, json!({"email": common::ADMIN_EMAIL, "password": "wrong-password"}));
+    assert_eq!(gw.post("/refresh", Some(&refresh), Value::Null).0, 200);
+    assert_eq!(gw.post("/logout", Some(&access), Value::Null).0, 200);
+
+    let resp = gw.http.get(format!("http://{}/metrics", gw.admin_addr)).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = resp.text().unwrap();
+    for needle in [
+        r#"gatehouse_requests_total{outcome="forwarded",policy="any",route="/item/{name}",status="200"} 1"#,
+        r#"gatehouse_requests_total{outcome="refused",policy="any",route="/item/{name}",status="401"} 1"#,
+        r#"gatehouse_requests_total{outcome="builtin",policy="builtin",route="login",status="200"} 1"#,
+        r#"gatehouse_logins_total{result="success"} 1"#,
+        r#"gatehouse_logins_total{result="invalid_credentials"} 1"#,
+        r#"gatehouse_refreshes_total{result="success"} 1"#,
+        r#"gatehouse_revocations_total{kind="token"} 1"#,
+        "gatehouse_revocation_entries 2",
+        r#"gatehouse_auth_decision_seconds_count{policy="any"} 2"#,
+        "gatehouse_upstream_response_seconds_bucket",
+        "gatehouse_upstream_healthy",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+#[test]
+fn health_and_readiness_follow_the_upstream() {
+    let mut upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { upstream_extra: "health_check_interval = \"100ms\"".into(), ..Options::default() },
+    );
+    assert_eq!(admin_get(&gw, "/healthz"), (200, r#"{"status":"ok"}"#.to_owned()));
+    wait_for("ready", || admin_get(&gw, "/readyz").0 == 200);
+    upstream.stop();
+    wait_for("not ready", || admin_get(&gw, "/readyz").0 == 503);
+    let (_, body) = admin_get(&gw, "/readyz");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["upstreams"][upstream.addr.to_string()], "unhealthy");
+    assert_eq!(admin_get(&gw, "/healthz").0, 200, "alive even without upstreams");
+}
+
+#[test]
+fn access_logs_are_json_lines_without_secrets() {
+    let upstream = Upstream::start();
+    let gw =
+        Gateway::start(&upstream, Options { head: "[log]\nformat = \"json\"".into(), ..Options::default() });
+    let (access, refresh) = gw.admin_login();
+    let resp = gw
+        .http
+        .get(gw.url("/item/chair?x=1"))
+        .bearer_auth(&access)
+        .header("x-request-id", "trace-42")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = gw.get("/debug/echo/deny/x", None);
+    // The access line is written after the response is sent.
+    wait_for("the access log lines", || gw.log().contains("access_denied") && gw.log().contains("trace-42"));
+    let log = gw.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "gatehouse::access")
+        .collect();
+    let forwarded = lines.iter().find(|l| l["request_id"] == "trace-42").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(forwarded["method"], "GET");
+    assert_eq!(forwarded["path"], "/item/chair");
+    assert_eq!(forwarded["route"], "/item/{name}");
+    assert_eq!(forwarded["policy"], "any");
+    assert_eq!(forwarded["outcome"], "forwarded");
+    assert_eq!(forwarded["status"], 200);
+    assert_eq!(forwarded["user_id"], 1);
+    assert!(forwarded["latency_ms"].as_f64().unwrap() >= 0.0);
+    let refused =
+        lines.iter().find(|l| l["route"] == "/debug/echo/deny/**").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!((refused["outcome"].as_str(), refused["status"].as_u64()), (Some("refused"), Some(403)));
+    assert_eq!(refused["error"], "access_denied");
+    for secret in [&access, &refresh, &gw.jwt_secret, &gw.admin_token, &common::ADMIN_PASSWORD.to_owned()] {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    }
+}
+
+#[test]
+fn request_ids_are_kept_or_created_and_passed_both_ways() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options::default());
+    let echo = |id: Option<&str>| {
+        let mut req = gw.http.get(gw.url("/debug/echo/public/x"));
+        if let Some(id) = id {
+            req = req.header("X-Request-Id", id);
+        }
+        let resp = req.send().unwrap();
+        let back = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: Value = resp.json().unwrap();
+        (back, body["headers"]["x-request-id"].clone())
+    };
+    let (back, seen) = echo(Some("abc-123.x"));
+    assert_eq!((back.as_str(), seen), ("abc-123.x", json!(["abc-123.x"])));
+    let (back, seen) = echo(Some("bad id with spaces"));
+    assert_eq!(back.len(), 32, "{back}");
+    assert_eq!(seen, json!([back]));
+    let (back, _) = echo(None);
+    assert!(back.len() == 32 && back.chars().all(|c| c.is_ascii_hexdigit()), "{back}");
+    // Refusals carry one too.
+    let resp = gw.http.get(gw.url("/item/chair")).header("x-request-id", "refused-1").send().unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "refused-1");
+}
+
+#[test]
+fn a_dead_upstream_gives_502_json_while_login_still_works() {
+    let mut upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options::default());
+    upstream.stop();
+    let (status, body) = gw.get("/items", None);
+    assert_eq!((status, body["error"].as_str()), (502, Some("upstream_unavailable")), "{body}");
+    assert!(body["message"].as_str().unwrap().len() > 10);
+    let (access, _) = gw.admin_login();
+    assert_eq!(gw.get(&format!("/user/{}", 1), Some(&access)).0, 200);
+}
+
+#[test]
+fn a_slow_upstream_gives_504_json() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { upstream_extra: "read_timeout = \"300ms\"".into(), ..Options::default() },
+    );
+    let (status, body) = gw.get("/debug/slow?ms=3000", None);
+    assert_eq!((status, body["error"].as_str()), (504, Some("upstream_timeout")), "{body}");
+    let (status, _) = gw.get("/debug/slow?ms=10", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn requests_are_balanced_round_robin_over_upstreams() {
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let gw = Gateway::start(
+        &a,
+        Options { upstreams: Some(vec![a.addr.to_string(), b.addr.to_string()]), ..Options::default() },
+    );
+    for _ in 0..6 {
+        assert_eq!(gw.get("/debug/echo/public/x", None).0, 200);
+    }
+    assert_eq!((a.seen().len(), b.seen().len()), (3, 3));
+}
+
+#[test]
+fn idempotent_requests_retry_on_another_upstream_when_connect_fails() {
+    let live = Upstream::start();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let gw = Gateway::start(
+        &live,
+        Options {
+            upstreams: Some(vec![dead, live.addr.to_string()]),
+            upstream_extra: "health_check = \"none\"".into(),
+            ..Options::default()
+        },
+    );
+    for i in 0..8 {
+        let (status, body) = gw.get("/debug/echo/public/x", None);
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    assert_eq!(live.seen().len(), 8);
+}
+
+#[test]
+fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options::default());
+    assert_eq!(gw.get("/debug/echo/public/x", None).0, 200);
+    // A kept-alive connection opened before the reload.
+    let mut kept = TcpStream::connect(gw.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = |stream: &mut TcpStream| {
+        stream.write_all(b"GET /debug/echo/public/x HTTP/1.1\r\nHost: g\r\n\r\n").unwrap();
+        let mut buf = [0u8; 8192];
+        let n = stream.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).split(' ').nth(1).unwrap_or("").to_owned()
+    };
+    assert_eq!(ask(&mut kept), "200");
+
+    let config = std::fs::read_to_string(&gw.config_path).unwrap();
+    let denied = config.replace(
+        "path = \"/debug/echo/public/**\"\npolicy = \"public\"",
+        "path = \"/debug/echo/public/**\"\npolicy = \"deny\"",
+    );
+    assert_ne!(config, denied);
+    std::fs::write(&gw.config_path, &denied).unwrap();
+    send_signal(gw.pid(), "HUP");
+    wait_for("the new route", || gw.get("/debug/echo/public/x", None).0 == 403);
+    assert_eq!(ask(&mut kept), "403", "the kept-alive connection survives the reload");
+
+    std::fs::write(
+        &gw.config_path,
+        format!("{denied}\n[[routes]]\npath = \"no-slash\"\npolicy = \"public\"\n"),
+    )
+    .unwrap();
+    send_signal(gw.pid(), "HUP");
+    wait_for("the refusal to be logged", || gw.log().contains("config reload refused"));
+    assert_eq!(gw.get("/debug/echo/public/x", None).0, 403, "the previous config keeps serving");
+    assert!(gw.log().contains("no-slash"), "the log says what is wrong");
+    let metrics = admin_get(&gw, "/metrics").1;
+    assert!(metrics.contains(r#"gatehouse_config_reloads_total{result="failure"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"gatehouse_config_reloads_total{result="success"} 1"#), "{metrics}");
+}
+
+#[test]
+fn tls_listener_terminates_tls() {
+    let upstream = Upstream::start();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let gw = Gateway::start(
+        &upstream,
+        Options {
+            server_extra: format!(
+                "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert_path.display(),
+                key_path.display()
+            ),
+            ..Options::default()
+        },
+    );
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", format!("127.0.0.1:{tls_port}").parse().unwrap())
+        .build()
+        .unwrap();
+    wait_for("the TLS listener", || TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+    let resp = client.get(format!("https://localhost:{tls_port}/items")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["items"], json!(["chair", "desk"]));
+    // Login over TLS too.
+    let resp = client
+        .post(format!("https://localhost:{tls_port}/login"))
+        .json(&json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(gw);
+}
