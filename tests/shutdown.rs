@@ -54,7 +54,9 @@ fn sigterm_lets_in_flight_requests_finish() {
 #[test]
 fn upgrade_hands_over_sockets_without_refusing_requests() {
     let upstream = Upstream::start();
-    let mut old = Gateway::start(&upstream, Options::default());
+    // The grace period lets the old process finish connections it accepted
+    // just before it stopped accepting.
+    let mut old = Gateway::start(&upstream, Options { grace_period: "2s", ..Options::default() });
 
     // Clients keep calling throughout the handover, each call on a new
     // connection: none may be refused. (An idle kept-alive connection to the
@@ -74,9 +76,14 @@ fn upgrade_hands_over_sockets_without_refusing_requests() {
                 .unwrap();
             while !stop.load(Ordering::Relaxed) {
                 match client.get(&url).send() {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed during upgrade: {other:?}");
+                    }
+                }
             }
         })
     };
