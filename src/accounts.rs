@@ -100,12 +100,12 @@ impl Accounts {
 
     pub async fn show(&self, id: UserId) -> Result<UserView, ApiError> {
         let user = self.store.user(id).await?.ok_or(ApiError::UserNotFound)?;
-        Ok(UserView::from(&user))
+        Ok(UserView::from(user.as_ref()))
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
         let user = self.store.user_by_email(email).await?.ok_or(ApiError::UserNotFound)?;
-        Ok(UserView::from(&user))
+        Ok(UserView::from(user.as_ref()))
     }
 
     pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use quick_cache::sync::Cache;
+
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
@@ -26,8 +28,8 @@ pub struct Identity {
 /// A verified token together with the current account behind it.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub claims: Claims,
-    pub user: User,
+    pub claims: Arc<Claims>,
+    pub user: Arc<User>,
 }
 
 impl Authenticated {
@@ -52,11 +54,31 @@ impl Authenticated {
 pub struct Authenticator {
     tokens: Arc<TokenService>,
     store: Arc<dyn Store>,
+    /// Tokens whose signature and claims were verified before, by exact
+    /// token string. Time claims are re-checked on every hit; revocation and
+    /// the account are always checked against the store.
+    verified: Option<Cache<String, Arc<Claims>>>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Arc<TokenService>, store: Arc<dyn Store>) -> Self {
-        Authenticator { tokens, store }
+        let capacity = tokens.verified_cache_size();
+        let verified = (capacity > 0).then(|| Cache::new(capacity));
+        Authenticator { tokens, store, verified }
+    }
+
+    /// Signature and claim checks, skipped for a token verified before.
+    fn verify(&self, token: &str, kind: TokenKind) -> Result<Arc<Claims>, ApiError> {
+        let Some(cache) = &self.verified else {
+            return self.tokens.verify(token, kind).map(Arc::new);
+        };
+        if let Some(claims) = cache.get(token) {
+            self.tokens.check_cached(&claims, kind)?;
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.tokens.verify(token, kind)?);
+        cache.insert(token.to_owned(), Arc::clone(&claims));
+        Ok(claims)
     }
 
     pub fn tokens(&self) -> &Arc<TokenService> {
@@ -65,7 +87,7 @@ impl Authenticator {
 
     /// Verifies a token and checks it against revocations and the account.
     pub async fn authenticate(&self, token: &str, kind: TokenKind) -> Result<Authenticated, ApiError> {
-        let claims = self.tokens.verify(token, kind)?;
+        let claims = self.verify(token, kind)?;
         match self.store.revocation(&claims.jti).await? {
             None => {}
             Some(Revocation::Revoked) => return Err(ApiError::TokenRevoked),

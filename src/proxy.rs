@@ -242,11 +242,11 @@ impl ProxyHttp for Gateway {
         ctx.refusal = Some(error.code());
         tracing::warn!(error = %e, code = error.code(), request_id = %ctx.request_id, "proxying failed");
         // Once the upstream's response has started, a JSON error can't be written.
-        // pingora closes the client connection after this: say so.
+        // pingora closes the client connection after this: turning keep-alive
+        // off makes the answer say `Connection: close`, so clients don't reuse it.
+        session.set_keepalive(None);
         if session.response_written().is_none() {
-            let mut reply = Reply::error(&error);
-            reply.headers.push((http::header::CONNECTION, "close".to_owned()));
-            let _ = write_reply(session, &reply, &ctx.request_id).await;
+            let _ = write_reply(session, &Reply::error(&error), &ctx.request_id).await;
         }
         FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
     }
@@ -270,24 +270,7 @@ impl ProxyHttp for Gateway {
                 .map_err(|_| Error::explain(ErrorType::InternalError, "normalised path is not a URI"))?;
             upstream_request.set_uri(uri);
         }
-        strip_prefixed(upstream_request, &live.upstream.identity_prefix);
-        for name in METHOD_OVERRIDE_HEADERS {
-            upstream_request.remove_header(name);
-        }
-        if !live.upstream.pass_authorization {
-            upstream_request.remove_header(&AUTHORIZATION);
-        }
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(identity) = &ctx.identity {
-            let [user_id, username, email, admin, fresh, token_id] = &live.identity_headers;
-            upstream_request.insert_header(user_id.clone(), identity.user_id.to_string())?;
-            upstream_request.insert_header(username.clone(), header_safe(&identity.username))?;
-            upstream_request.insert_header(email.clone(), header_safe(&identity.email))?;
-            upstream_request.insert_header(admin.clone(), bool_str(identity.is_admin))?;
-            upstream_request.insert_header(fresh.clone(), bool_str(identity.fresh))?;
-            upstream_request.insert_header(token_id.clone(), identity.token_id.clone())?;
-        }
-        Ok(())
+        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)
     }
 
     async fn upstream_response_filter(
@@ -336,6 +319,36 @@ impl ProxyHttp for Gateway {
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
         );
     }
+}
+
+/// Makes the upstream request's headers trustworthy: strips every client-sent
+/// identity header and method override (and `Authorization` unless passed
+/// through), then adds the request id and, for an identified caller, ours.
+pub fn rewrite_upstream_headers(
+    live: &Live,
+    upstream_request: &mut RequestHeader,
+    identity: Option<&Identity>,
+    request_id: &str,
+) -> Result<()> {
+    strip_prefixed(upstream_request, &live.upstream.identity_prefix);
+    for name in METHOD_OVERRIDE_HEADERS {
+        upstream_request.remove_header(name);
+    }
+    if !live.upstream.pass_authorization {
+        upstream_request.remove_header(&AUTHORIZATION);
+    }
+    upstream_request.insert_header(REQUEST_ID, request_id)?;
+    if let Some(identity) = identity {
+        let [user_id, username, email, admin, fresh, token_id] = &live.identity_headers;
+        let mut id_buf = itoa::Buffer::new();
+        upstream_request.insert_header(user_id.clone(), id_buf.format(identity.user_id))?;
+        upstream_request.insert_header(username.clone(), header_safe(&identity.username))?;
+        upstream_request.insert_header(email.clone(), header_safe(&identity.email))?;
+        upstream_request.insert_header(admin.clone(), bool_str(identity.is_admin))?;
+        upstream_request.insert_header(fresh.clone(), bool_str(identity.fresh))?;
+        upstream_request.insert_header(token_id.clone(), identity.token_id.as_str())?;
+    }
+    Ok(())
 }
 
 /// Keeps a sane client `X-Request-Id` (1 to 128 of `A-Z a-z 0-9 - _ . :`),

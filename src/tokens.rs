@@ -72,6 +72,7 @@ pub struct TokenService {
     audience: String,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    verified_cache_size: usize,
 }
 
 impl TokenService {
@@ -92,6 +93,7 @@ impl TokenService {
             audience: config.audience.clone(),
             access_ttl: config.access_ttl,
             refresh_ttl: config.refresh_ttl,
+            verified_cache_size: config.verified_cache_size,
         }
     }
 
@@ -101,6 +103,28 @@ impl TokenService {
 
     pub fn refresh_ttl(&self) -> Duration {
         self.refresh_ttl
+    }
+
+    pub fn verified_cache_size(&self) -> usize {
+        self.verified_cache_size
+    }
+
+    /// The checks that depend on time or on the expected type, for claims
+    /// whose signature was verified earlier (the verified-token cache).
+    pub fn check_cached(&self, claims: &Claims, expected: TokenKind) -> Result<(), ApiError> {
+        let now = now_unix();
+        let leeway = self.validation.leeway;
+        if claims.exp < now.saturating_sub(leeway) {
+            return Err(ApiError::TokenExpired);
+        }
+        if claims.nbf > now + leeway {
+            return Err(ApiError::TokenNotYetValid);
+        }
+        match (expected, claims.kind) {
+            (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
+            (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
+            _ => Ok(()),
+        }
     }
 
     pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool, family: &str) -> Result<Issued, ApiError> {
@@ -182,6 +206,7 @@ mod tests {
             access_ttl: ttl,
             refresh_ttl: ttl * 10,
             leeway: Duration::ZERO,
+            verified_cache_size: 0,
         };
         TokenService::new(&config, &secret)
     }

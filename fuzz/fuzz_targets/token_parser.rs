@@ -24,6 +24,7 @@ fn service() -> &'static TokenService {
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(5),
+            verified_cache_size: 0,
         };
         TokenService::new(&config, &secret)
     })

@@ -85,6 +85,7 @@ pub struct TokensSection {
     pub access_ttl: Option<Spanned<String>>,
     pub refresh_ttl: Option<Spanned<String>>,
     pub leeway: Option<Spanned<String>>,
+    pub verified_cache_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

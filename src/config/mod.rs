@@ -127,6 +127,8 @@ pub struct TokenConfig {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub leeway: Duration,
+    /// Verified tokens remembered so repeat requests skip the HMAC; 0 = off.
+    pub verified_cache_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +446,7 @@ impl Config {
             access_ttl: duration_or(tokens.access_ttl, Duration::from_secs(15 * 60))?,
             refresh_ttl: duration_or(tokens.refresh_ttl, Duration::from_secs(30 * 24 * 3600))?,
             leeway: duration_or(tokens.leeway, Duration::from_secs(5))?,
+            verified_cache_size: tokens.verified_cache_size.unwrap_or(10_000),
         };
         if tokens.access_ttl.is_zero() || tokens.refresh_ttl.is_zero() {
             return Err(Invalid {

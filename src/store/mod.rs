@@ -7,6 +7,8 @@
 
 mod sled_store;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -75,8 +77,10 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// The current record: called on every authenticated request, so backends cache it
+    /// and must never serve a record older than an acknowledged change.
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn users(&self) -> Result<Vec<User>, StoreError>;
     /// Applies a change durably; `None` if the user does not exist.
     async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError>;

@@ -7,6 +7,9 @@
 //! running gateway's admin API when it finds the lock taken.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use quick_cache::sync::Cache;
 
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -21,7 +24,15 @@ pub struct SledStore {
     revoked: sled::Tree,
     families: sled::Tree,
     meta: sled::Tree,
+    /// Decoded user records, so the per-request account check skips JSON.
+    user_cache: Cache<UserId, Arc<User>>,
+    /// Serialises user writes with cache fills, so a fill can never put back a
+    /// record that a concurrent write just replaced.
+    user_writes: Mutex<()>,
 }
+
+/// Users whose decoded records are kept in memory.
+const USER_CACHE_CAPACITY: usize = 100_000;
 
 /// A revocation entry: the token's expiry (big-endian) and why it is listed.
 fn entry(expires_at: u64, why: Revocation) -> [u8; 9] {
@@ -55,8 +66,34 @@ impl SledStore {
             revoked: tree("revoked")?,
             families: tree("families")?,
             meta: tree("meta")?,
+            user_cache: Cache::new(USER_CACHE_CAPACITY),
+            user_writes: Mutex::new(()),
             db,
         })
+    }
+
+    /// Loads many revocations in one batch with one flush at the end: for
+    /// migrations and for benchmarks that need a large revocation list.
+    pub fn import_revocations(
+        &self,
+        entries: impl IntoIterator<Item = (String, u64)>,
+    ) -> Result<usize, StoreError> {
+        let mut count = 0;
+        let mut batch = sled::Batch::default();
+        for (jti, expires_at) in entries {
+            batch.insert(jti.as_bytes(), &entry(expires_at, Revocation::Revoked));
+            count += 1;
+            if count % 10_000 == 0 {
+                self.revoked.apply_batch(std::mem::take(&mut batch)).map_err(backend)?;
+            }
+        }
+        self.revoked.apply_batch(batch).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        Ok(count)
+    }
+
+    fn lock_user_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.user_writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -105,6 +142,7 @@ impl Store for SledStore {
             token_version: 0,
         };
         let record = Self::encode(&user)?;
+        let _writing = self.lock_user_writes();
         let result = (&self.users, &self.emails).transaction(|(users, emails)| {
             if emails.get(user.email.as_bytes())?.is_some() {
                 return Err(ConflictableTransactionError::Abort(StoreError::EmailTaken));
@@ -118,15 +156,24 @@ impl Store for SledStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(backend(e)),
         }
+        self.user_cache.remove(&id);
+        drop(_writing);
         self.flush().await?;
         Ok(user)
     }
 
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.users.get(id.to_be_bytes()).map_err(backend)?.map(|v| Self::decode(&v)).transpose()
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+        if let Some(user) = self.user_cache.get(&id) {
+            return Ok(Some(user));
+        }
+        let _writing = self.lock_user_writes();
+        let Some(bytes) = self.users.get(id.to_be_bytes()).map_err(backend)? else { return Ok(None) };
+        let user = Arc::new(Self::decode(&bytes)?);
+        self.user_cache.insert(id, Arc::clone(&user));
+        Ok(Some(user))
     }
 
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
         let Some(id) = self.emails.get(normalise_email(email).as_bytes()).map_err(backend)? else {
             return Ok(None);
         };
@@ -143,6 +190,7 @@ impl Store for SledStore {
         let key = id.to_be_bytes();
         let mut updated = None;
         let mut failure = None;
+        let writing = self.lock_user_writes();
         self.users
             .fetch_and_update(key, |old| {
                 let mut user = Self::decode(old?).map_err(|e| failure = Some(e)).ok()?;
@@ -161,6 +209,8 @@ impl Store for SledStore {
                 bytes
             })
             .map_err(backend)?;
+        self.user_cache.remove(&id);
+        drop(writing);
         if let Some(e) = failure {
             return Err(e);
         }
@@ -169,6 +219,7 @@ impl Store for SledStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let writing = self.lock_user_writes();
         let result = (&self.users, &self.emails).transaction(|(users, emails)| {
             let Some(old) = users.remove(&id.to_be_bytes())? else {
                 return Ok(false);
@@ -182,6 +233,8 @@ impl Store for SledStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(backend(e)),
         };
+        self.user_cache.remove(&id);
+        drop(writing);
         self.flush().await?;
         Ok(existed)
     }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# End-to-end load bench: Gatehouse beside HAProxy's native JWT check, a plain
+# nginx proxy hop and the upstreams alone, all on 127.0.0.1.
+#
+#   bash benches/load.sh                 # 10 s per row, 1 worker thread each
+#   bash benches/load.sh --duration 30 --threads 2
+#
+# Installs wrk, haproxy, nginx and cmake when missing (as root, from Debian),
+# builds release binaries, then runs benches/load.py (see its --help).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in wrk haproxy nginx cmake curl; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian starts nginx as a service on install; the bench runs its own.
+    command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null || true
+    pkill -x nginx 2>/dev/null || true
+  else
+    echo "load bench: please install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if [ ! -d ../shared/peers ]; then
+  echo "load bench: ../shared/peers (the HAProxy and nginx reference configs) is missing" >&2
+  exit 1
+fi
+
+cargo build --release --workspace --quiet
+cargo bench --no-run --quiet --bench seed_revocations
+exec python3 benches/load.py "$@"
