@@ -184,6 +184,9 @@ policy = "admin"
 [[routes]]
 path = "/optional/**"
 policy = "optional"
+[[routes]]
+path = "/debug/**"
+policy = "any"
 """
 
 

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the proxy allocates and frees small
+/// buffers on every request, and glibc's per-thread arenas also keep each
+/// argon2 hash's memory after a login storm.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     gatehouse::cli::run(gatehouse::cli::Cli::parse())
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
 
 use crate::config::PasswordConfig;
 use crate::error::ApiError;
@@ -27,6 +28,10 @@ struct Inner {
     argon2: Argon2<'static>,
     dummy_hash: String,
     min_length: usize,
+    /// Hashes running at once. Each holds `memory_kib` and a whole core: left
+    /// unbounded, a login storm takes every core from proxied traffic and
+    /// grows memory by one hash per blocking thread.
+    hashing: Semaphore,
 }
 
 impl Passwords {
@@ -35,7 +40,10 @@ impl Passwords {
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
-        Ok(Passwords { inner: Arc::new(Inner { argon2, dummy_hash, min_length: config.min_length }) })
+        let hashing = Semaphore::new(config.max_concurrent_hashes.max(1));
+        Ok(Passwords {
+            inner: Arc::new(Inner { argon2, dummy_hash, min_length: config.min_length, hashing }),
+        })
     }
 
     /// Checks a new password against the length rules.
@@ -56,6 +64,7 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let _permit = self.inner.hashing.acquire().await.map_err(|_| ApiError::Internal)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || hash_with(&inner.argon2, &password))
             .await
@@ -72,6 +81,7 @@ impl Passwords {
         if password.len() > MAX_PASSWORD_BYTES {
             return false;
         }
+        let Ok(_permit) = self.inner.hashing.acquire().await else { return false };
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let known = stored.is_some();
@@ -103,8 +113,14 @@ mod tests {
     use super::*;
 
     fn passwords() -> Passwords {
-        Passwords::new(&PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1, min_length: 8 })
-            .unwrap()
+        Passwords::new(&PasswordConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            min_length: 8,
+            max_concurrent_hashes: 1,
+        })
+        .unwrap()
     }
 
     #[tokio::test]

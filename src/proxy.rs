@@ -26,7 +26,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::{Authenticator, Identity};
-use crate::config::{LimitsConfig, UpstreamConfig};
+use crate::config::{LimitsConfig, Selection, UpstreamConfig};
 use crate::endpoints::{BuiltIns, Reply};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -49,13 +49,18 @@ pub struct Live {
     pub upstreams: UpstreamPool,
     pub upstream: UpstreamConfig,
     /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], built once.
-    identity_headers: [String; 6],
+    identity_headers: [http::HeaderName; 6],
 }
 
 impl Live {
     pub fn new(routes: RouteTable, upstream: UpstreamConfig) -> Result<Self, String> {
         let upstreams = UpstreamPool::new(&upstream)?;
-        let identity_headers = IDENTITY_FIELDS.map(|f| format!("{}{f}", upstream.identity_prefix));
+        let mut identity_headers = Vec::with_capacity(IDENTITY_FIELDS.len());
+        for field in IDENTITY_FIELDS {
+            let name = format!("{}{field}", upstream.identity_prefix);
+            identity_headers.push(http::HeaderName::try_from(name).map_err(|e| e.to_string())?);
+        }
+        let identity_headers = identity_headers.try_into().map_err(|_| "identity header names".to_owned())?;
         Ok(Live { routes, upstreams, upstream, identity_headers })
     }
 }
@@ -191,10 +196,16 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let live = ctx.live.get_or_insert_with(|| self.live.load_full());
-        let client_key = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        // Only consistent hashing needs a key: the client's IP address.
+        let client_key = match live.upstream.selection {
+            Selection::Consistent => {
+                session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string())
+            }
+            _ => None,
+        };
         let backend = live
             .upstreams
-            .select(client_key.as_bytes(), &ctx.tried)
+            .select(client_key.as_deref().unwrap_or("").as_bytes(), &ctx.tried)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream left to try"))?;
         let mut peer = HttpPeer::new(backend.clone(), false, String::new());
         peer.options.connection_timeout = Some(live.upstream.connect_timeout);
@@ -280,9 +291,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let (Some(started), Some(backend)) = (ctx.upstream_started.take(), ctx.tried.last()) {
+            let label = ctx.live.as_ref().and_then(|live| live.upstreams.label(backend)).unwrap_or("other");
             self.metrics
                 .upstream_seconds
-                .with_label_values(&[&backend.addr.to_string()])
+                .with_label_values(&[label])
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())

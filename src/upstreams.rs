@@ -18,6 +18,8 @@ const MAX_SELECT_ITERATIONS: usize = 256;
 pub struct UpstreamPool {
     balancer: Balancer,
     addresses: Vec<SocketAddr>,
+    /// `addresses` as text, made once for metric labels.
+    labels: Vec<String>,
 }
 
 enum Balancer {
@@ -64,7 +66,8 @@ impl UpstreamPool {
             Selection::Random => Balancer::Random(build(config)?),
             Selection::Consistent => Balancer::Consistent(build(config)?),
         };
-        Ok(UpstreamPool { balancer, addresses: config.addresses.clone() })
+        let labels = config.addresses.iter().map(SocketAddr::to_string).collect();
+        Ok(UpstreamPool { balancer, addresses: config.addresses.clone(), labels })
     }
 
     /// Picks a backend for a request: a healthy one not in `tried` if there
@@ -77,6 +80,12 @@ impl UpstreamPool {
             Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
         };
         pick(&|b, healthy| healthy && !tried.contains(b)).or_else(|| pick(&|b, _| !tried.contains(b)))
+    }
+
+    /// The metric label of a backend from this pool.
+    pub fn label(&self, backend: &Backend) -> Option<&str> {
+        let addr = backend.addr.as_inet()?;
+        self.addresses.iter().position(|a| a == addr).map(|i| self.labels[i].as_str())
     }
 
     pub fn len(&self) -> usize {

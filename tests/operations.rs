@@ -149,7 +149,11 @@ fn a_dead_upstream_gives_502_json_while_login_still_works() {
     let gw = Gateway::start(&upstream, Options::default());
     upstream.stop();
     let resp = gw.http.get(gw.url("/items")).send().unwrap();
-    assert_eq!(resp.headers()["connection"], "close", "the gateway closes after a failed proxy: clients must know");
+    assert_eq!(
+        resp.headers()["connection"],
+        "close",
+        "the gateway closes after a failed proxy: clients must know"
+    );
     let (status, body) = (resp.status().as_u16(), resp.json::<Value>().unwrap());
     assert_eq!((status, body["error"].as_str()), (502, Some("upstream_unavailable")), "{body}");
     assert!(body["message"].as_str().unwrap().len() > 10);

@@ -114,6 +114,7 @@ pub struct PasswordsSection {
     pub iterations: Option<Spanned<u32>>,
     pub parallelism: Option<Spanned<u32>>,
     pub min_length: Option<usize>,
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -177,6 +177,8 @@ pub struct PasswordConfig {
     pub iterations: u32,
     pub parallelism: u32,
     pub min_length: usize,
+    /// Password hashes computed at once (each takes a core and `memory_kib`).
+    pub max_concurrent_hashes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +507,10 @@ impl Config {
             iterations: bounded(passwords.iterations, 2, 1..=100, "passwords.iterations")?,
             parallelism: bounded(passwords.parallelism, 1, 1..=64, "passwords.parallelism")?,
             min_length: passwords.min_length.unwrap_or(8),
+            max_concurrent_hashes: passwords.max_concurrent_hashes.unwrap_or_else(|| {
+                // Leave a core for proxied traffic.
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }),
         };
 
         let endpoint = |value: Option<Spanned<String>>, default: &str| -> Result<String, Invalid> {
