@@ -68,7 +68,7 @@ impl Authenticator {
     }
 
     /// Signature and claim checks, skipped for a token verified before.
-    fn verify(&self, token: &str, kind: TokenKind) -> Result<Arc<Claims>, ApiError> {
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Arc<Claims>, ApiError> {
         let Some(cache) = &self.verified else {
             return self.tokens.verify(token, kind).map(Arc::new);
         };

@@ -13,6 +13,7 @@
 //! 5. otherwise the route written first in the file wins.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -205,7 +206,14 @@ impl Route {
 /// The compiled route list plus the rule for requests that match no route.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
+    /// Most specific first.
     routes: Vec<Route>,
+    /// Positions in `routes` of the routes whose pattern starts with a given
+    /// literal segment, in order: a request only scans its own bucket...
+    by_first_segment: HashMap<String, Vec<usize>>,
+    /// ...merged with the routes that start with a `{param}` or have no
+    /// segment at all (`/`, `/**`), which any path may match.
+    unanchored: Vec<usize>,
     default_rule: Rule,
 }
 
@@ -231,16 +239,44 @@ impl RouteTable {
                 .then_with(|| a.methods.is_empty().cmp(&b.methods.is_empty()))
                 .then_with(|| a.index.cmp(&b.index))
         });
-        RouteTable { routes, default_rule }
+        let mut by_first_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut unanchored = Vec::new();
+        for (position, route) in routes.iter().enumerate() {
+            match route.pattern.segments.first() {
+                Some(Segment::Literal(first)) => {
+                    by_first_segment.entry(first.clone()).or_default().push(position)
+                }
+                _ => unanchored.push(position),
+            }
+        }
+        RouteTable { routes, by_first_segment, unanchored, default_rule }
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Matched<'_> {
-        // HEAD is answered like GET by every upstream, so it follows GET's rule
-        // unless a route names HEAD itself.
-        let found = self.routes.iter().find(|r| {
-            r.pattern.matches(path)
+        let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+        let bucket = self.by_first_segment.get(first).map_or(&[][..], Vec::as_slice);
+        // Walk both position lists in order, so the most specific match wins.
+        let (mut a, mut b) = (bucket.iter().peekable(), self.unanchored.iter().peekable());
+        let mut found = None;
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            let Some(&position) = next else { break };
+            let r = &self.routes[position];
+            // HEAD is answered like GET by every upstream, so it follows GET's
+            // rule unless a route names HEAD itself.
+            if r.pattern.matches(path)
                 && (r.allows(method) || (method == http::Method::HEAD && r.allows(&http::Method::GET)))
-        });
+            {
+                found = Some(r);
+                break;
+            }
+        }
         match found {
             Some(route) => Matched { rule: route.rule, route: Some(route) },
             None => Matched { rule: self.default_rule, route: None },
@@ -324,6 +360,21 @@ mod tests {
         let m = t.lookup(&Method::DELETE, "/items");
         assert!(m.route.is_none());
         assert_eq!(m.rule.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn the_index_keeps_precedence_across_buckets() {
+        let t = table(vec![
+            route("/{any}/x", &[], Policy::Public, 0),
+            route("/a/{y}", &[], Policy::Any, 1),
+            route("/a/**", &[], Policy::Admin, 2),
+            route("/**", &[], Policy::Deny, 3),
+        ]);
+        assert_eq!(t.lookup(&Method::GET, "/a/x").rule.policy, Policy::Any, "literal first segment wins");
+        assert_eq!(t.lookup(&Method::GET, "/b/x").rule.policy, Policy::Public);
+        assert_eq!(t.lookup(&Method::GET, "/a/x/y").rule.policy, Policy::Admin);
+        assert_eq!(t.lookup(&Method::GET, "/b/y").rule.policy, Policy::Deny);
+        assert_eq!(t.lookup(&Method::GET, "/").rule.policy, Policy::Deny);
     }
 
     #[test]
