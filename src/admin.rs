@@ -165,7 +165,6 @@ impl AdminApi {
                 let revocations = store.revoked_count().await?;
                 ok(&serde_json::json!({"users": users, "revocations": revocations}))
             }
-            (_, ["admin", ..]) => Err(ApiError::NotFound),
             _ => Err(ApiError::NotFound),
         }
     }
