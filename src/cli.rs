@@ -17,13 +17,22 @@ use serde_json::{json, Value};
 
 use crate::accounts::{Accounts, UserView};
 use crate::admin::AdminApi;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, KeyAlgorithm, LogFormat};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::{serve, RunOptions};
 use crate::store::{SledStore, StoreError};
 use crate::tokens::TokenService;
 use tracing_subscriber::EnvFilter;
+
+/// Prints a line to stdout. Unlike `println!` it doesn't panic when stdout is
+/// a closed pipe (`gatehouse user list | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about = "An authentication gateway built on pingora")]
@@ -60,6 +69,18 @@ enum Command {
     /// Revoke tokens.
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// Write a new signing key pair (PKCS#8 PEM; the private key readable by its owner only).
+    Keygen {
+        /// EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA 2048).
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: String,
+        /// The key id tokens will name in their header, e.g. `2026-11`.
+        #[arg(long)]
+        kid: String,
+        /// Directory for `<kid>.key.pem` and `<kid>.pub.pem`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(&cli.config)),
                 Command::User(command) => user_command(&cli.config, command),
                 Command::Revoke(command) => revoke_command(&cli.config, command),
+                Command::Keygen { algorithm, kid, out } => keygen(&algorithm, &kid, &out),
                 Command::Serve { .. } => Ok(()),
             }
         }
@@ -130,7 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn check_config(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "{}: ok ({} routes, default policy {}, upstreams {:?})",
         path.display(),
         config.routes.len(),
@@ -139,7 +161,7 @@ fn check_config(path: &Path) -> Result<(), String> {
     );
     for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
         if let Err(e) = source.load() {
-            println!("note: {what}: {e} (needed by `gatehouse serve`)");
+            say!("note: {what}: {e} (needed by `gatehouse serve`)");
         }
     }
     Ok(())
@@ -168,12 +190,12 @@ fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> 
     let answer = admin.call(method, &path, &body)?;
     if matches!(command, UserCommand::List) {
         let users: Vec<UserView> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
-        println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
+        say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
         for u in users {
-            println!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
+            say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
         }
     } else {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     }
     Ok(())
 }
@@ -193,8 +215,64 @@ fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), Stri
             admin.call(Method::POST, &path, &Value::Null)?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    say!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     Ok(())
+}
+
+fn keygen(algorithm: &str, kid: &str, out: &Path) -> Result<(), String> {
+    use argon2::password_hash::rand_core::OsRng;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+
+    let algorithm = KeyAlgorithm::parse(algorithm).ok_or("--algorithm must be EdDSA, ES256 or RS256")?;
+    if kid.is_empty() || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err("--kid must be letters, digits, `-`, `_` or `.`".into());
+    }
+    let failed = |e: &dyn std::fmt::Display| format!("key generation failed: {e}");
+    let (private, public) = match algorithm {
+        KeyAlgorithm::EdDsa => {
+            let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
+            (
+                private.to_string(),
+                key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?,
+            )
+        }
+        KeyAlgorithm::Es256 => {
+            let key = p256::SecretKey::random(&mut OsRng);
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
+            (private.to_string(), key.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?)
+        }
+        KeyAlgorithm::Rs256 => {
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| failed(&e))?;
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
+            let public = rsa::RsaPublicKey::from(&key);
+            (private.to_string(), public.to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?)
+        }
+    };
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let private_path = out.join(format!("{kid}.key.pem"));
+    let public_path = out.join(format!("{kid}.pub.pem"));
+    write_new(&private_path, private.as_bytes(), 0o600)?;
+    write_new(&public_path, public.as_bytes(), 0o644)?;
+    say!("wrote {} (private, mode 600) and {}", private_path.display(), public_path.display());
+    say!("\nAdd to the config:\n\n[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"{}\"", algorithm.as_str());
+    say!("public_key = \"{}\"\nprivate_key = \"{}\"", public_path.display(), private_path.display());
+    say!("\nand make it the signer with `signing_key = \"{kid}\"` under [tokens].");
+    Ok(())
+}
+
+/// Creates a file that must not exist yet, with `mode` from the start.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Logs to stderr, as text or JSON lines; `GATEHOUSE_LOG` overrides the level.
@@ -239,8 +317,8 @@ impl AdminClient {
         match SledStore::open(&config.store.path) {
             Ok(store) => {
                 let passwords = Passwords::new(&config.passwords)?;
-                let tokens =
-                    config.tokens.secret.load().ok().map(|s| Arc::new(TokenService::new(&config.tokens, &s)));
+                let secret = config.tokens.secret.load().ok();
+                let tokens = TokenService::with_keys(&config.tokens, secret.as_ref()).ok().map(Arc::new);
                 let accounts = Accounts::new(Arc::new(store), passwords, Arc::new(Metrics::new()));
                 let api = AdminApi::new(accounts, tokens, None);
                 let runtime = tokio::runtime::Builder::new_current_thread()

@@ -66,6 +66,8 @@ pub enum Endpoint {
     User(Option<UserId>),
     /// `{users}/{id}/tokens`: `DELETE` revokes every token of the user.
     UserTokens(Option<UserId>),
+    /// The public keys that verify this gateway's tokens.
+    Jwks,
 }
 
 impl Endpoint {
@@ -77,6 +79,7 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::User(_) => "user",
             Endpoint::UserTokens(_) => "user_tokens",
+            Endpoint::Jwks => "jwks",
         }
     }
 }
@@ -143,6 +146,8 @@ impl BuiltIns {
             Some(Endpoint::Logout)
         } else if path == p.register {
             Some(Endpoint::Register)
+        } else if path == p.jwks {
+            Some(Endpoint::Jwks)
         } else {
             let rest = path.strip_prefix(p.users.as_str())?.strip_prefix('/')?;
             match rest.split_once('/') {
@@ -164,6 +169,7 @@ impl BuiltIns {
         let allowed = match endpoint {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
             Endpoint::UserTokens(_) => *method == Method::DELETE,
+            Endpoint::Jwks => *method == Method::GET || *method == Method::HEAD,
             _ => *method == Method::POST,
         };
         if !allowed {
@@ -179,6 +185,11 @@ impl BuiltIns {
             }
         }
         match endpoint {
+            Endpoint::Jwks => Reply {
+                status: StatusCode::OK,
+                body: self.auth.tokens().jwks().to_vec(),
+                headers: vec![(http::header::CACHE_CONTROL, "public, max-age=300".to_owned())],
+            },
             Endpoint::UserTokens(id) => {
                 Reply::from_result(StatusCode::OK, self.revoke_user_tokens(headers, id).await)
             }

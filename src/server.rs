@@ -35,6 +35,8 @@ pub enum StartError {
     Passwords(String),
     #[error("{0}")]
     Upstreams(String),
+    #[error("token keys: {0}")]
+    Keys(String),
     #[error("cannot set up TLS on {addr}: {message}")]
     Tls { addr: String, message: String },
 }
@@ -49,7 +51,13 @@ pub struct RunOptions {
 /// Starts the gateway and blocks until it has shut down (SIGTERM or SIGINT).
 pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     // Secrets first: a missing secret should stop start-up before anything else.
-    let token_secret = config.tokens.secret.load()?;
+    // With an asymmetric signing key the HS256 secret is optional (it then
+    // only verifies older tokens without a `kid`).
+    let token_secret = match config.tokens.secret.load() {
+        Ok(secret) => Some(secret),
+        Err(SecretError::Missing { .. }) if config.tokens.signing_key.is_some() => None,
+        Err(e) => return Err(e.into()),
+    };
     let admin_token = config.admin.token.load()?;
     let passwords = Passwords::new(&config.passwords).map_err(StartError::Passwords)?;
     let live = Live::new(config.routes.clone(), config.upstream.clone()).map_err(StartError::Upstreams)?;
@@ -69,7 +77,8 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     let store: Arc<dyn Store> = Arc::new(open_store(&config, options.upgrade)?);
     let metrics = Arc::new(Metrics::new());
     let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
-    let tokens = Arc::new(TokenService::new(&config.tokens, &token_secret));
+    let tokens =
+        Arc::new(TokenService::with_keys(&config.tokens, token_secret.as_ref()).map_err(StartError::Keys)?);
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
     let limiter = Arc::new(LoginLimiter::new(&config.limits));
     let live = Arc::new(ArcSwap::from_pointee(live));

@@ -9,11 +9,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use std::collections::HashMap;
+
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Secret, TokenConfig};
+use crate::config::{KeyAlgorithm, Secret, TokenConfig};
 use crate::error::ApiError;
 use crate::store::User;
 
@@ -64,10 +67,17 @@ pub struct Issued {
 }
 
 pub struct TokenService {
+    /// Signs new tokens: the configured signing key, else the HS256 secret.
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
     header: Header,
+    /// Verifies tokens without a `kid`: the HS256 secret, when there is one.
+    hmac: Option<DecodingKey>,
+    /// Verifies tokens with a `kid`, each pinned to its key's algorithm.
+    keys: HashMap<String, (DecodingKey, Validation)>,
+    /// HS256 validation; also the template for the per-key ones.
+    validation: Validation,
+    /// The public keys as a JWK set (`/.well-known/jwks.json`).
+    jwks: Vec<u8>,
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -76,25 +86,91 @@ pub struct TokenService {
 }
 
 impl TokenService {
+    /// HS256 only: the shared secret signs and verifies.
     pub fn new(config: &TokenConfig, secret: &Secret) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = config.leeway.as_secs();
+        let validation = validation(config, Algorithm::HS256);
         TokenService {
             encoding: EncodingKey::from_secret(secret.expose()),
-            decoding: DecodingKey::from_secret(secret.expose()),
-            validation,
             header: Header::new(Algorithm::HS256),
+            hmac: Some(DecodingKey::from_secret(secret.expose())),
+            keys: HashMap::new(),
+            validation,
+            jwks: br#"{"keys":[]}"#.to_vec(),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             access_ttl: config.access_ttl,
             refresh_ttl: config.refresh_ttl,
             verified_cache_size: config.verified_cache_size,
         }
+    }
+
+    /// With `[[tokens.keys]]`: every key verifies tokens carrying its `kid`,
+    /// the signing key (if any) signs, and the HS256 secret (if any) still
+    /// verifies tokens without a `kid`.
+    pub fn with_keys(config: &TokenConfig, secret: Option<&Secret>) -> Result<Self, String> {
+        let mut keys = HashMap::new();
+        let mut jwks = Vec::new();
+        let mut signer = None;
+        for key in &config.keys {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|e| format!("key `{}`: cannot read {}: {e}", key.kid, path.display()))
+            };
+            let public = read(&key.public_key)?;
+            let bad = |e: jsonwebtoken::errors::Error| format!("key `{}`: {e}", key.kid);
+            let (algorithm, decoding) = match key.algorithm {
+                KeyAlgorithm::EdDsa => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&public).map_err(bad)?),
+                KeyAlgorithm::Es256 => (Algorithm::ES256, DecodingKey::from_ec_pem(&public).map_err(bad)?),
+                KeyAlgorithm::Rs256 => (Algorithm::RS256, DecodingKey::from_rsa_pem(&public).map_err(bad)?),
+            };
+            let mut jwk = Jwk::from_decoding_key(&decoding, Some(algorithm)).map_err(bad)?;
+            jwk.common.key_id = Some(key.kid.clone());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            jwks.push(jwk);
+            if config.signing_key.as_deref() == Some(key.kid.as_str()) {
+                let path = key
+                    .private_key
+                    .as_ref()
+                    .ok_or_else(|| format!("key `{}` has no private_key", key.kid))?;
+                let private = read(path)?;
+                let encoding = match key.algorithm {
+                    KeyAlgorithm::EdDsa => EncodingKey::from_ed_pem(&private),
+                    KeyAlgorithm::Es256 => EncodingKey::from_ec_pem(&private),
+                    KeyAlgorithm::Rs256 => EncodingKey::from_rsa_pem(&private),
+                }
+                .map_err(bad)?;
+                let mut header = Header::new(algorithm);
+                header.kid = Some(key.kid.clone());
+                signer = Some((encoding, header));
+            }
+            keys.insert(key.kid.clone(), (decoding, validation(config, algorithm)));
+        }
+        let (encoding, header) = match (signer, secret) {
+            (Some(signer), _) => signer,
+            (None, Some(secret)) => {
+                (EncodingKey::from_secret(secret.expose()), Header::new(Algorithm::HS256))
+            }
+            (None, None) => return Err("no signing key: set tokens.signing_key or the HS256 secret".into()),
+        };
+        let jwks = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|e| e.to_string())?;
+        Ok(TokenService {
+            encoding,
+            header,
+            hmac: secret.map(|s| DecodingKey::from_secret(s.expose())),
+            keys,
+            validation: validation(config, Algorithm::HS256),
+            jwks,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            access_ttl: config.access_ttl,
+            refresh_ttl: config.refresh_ttl,
+            verified_cache_size: config.verified_cache_size,
+        })
+    }
+
+    /// The public keys as a JWK set; never private material.
+    pub fn jwks(&self) -> &[u8] {
+        &self.jwks
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -159,12 +235,23 @@ impl TokenService {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::InvalidToken);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
-                _ => ApiError::InvalidToken,
+        // The key comes from the `kid`, and the algorithm from the key: a token
+        // whose `alg` doesn't match its key's type is refused (no key confusion).
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
+        let (key, validation) = match &header.kid {
+            Some(kid) => {
+                let (key, validation) = self.keys.get(kid).ok_or(ApiError::InvalidToken)?;
+                (key, validation)
             }
+            None => (self.hmac.as_ref().ok_or(ApiError::InvalidToken)?, &self.validation),
+        };
+        if !validation.algorithms.contains(&header.alg) {
+            return Err(ApiError::InvalidToken);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+            ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
+            _ => ApiError::InvalidToken,
         })?;
         let claims = data.claims;
         match (expected, claims.kind) {
@@ -173,6 +260,18 @@ impl TokenService {
             _ => Ok(claims),
         }
     }
+}
+
+/// The checks every token gets, for one pinned algorithm.
+fn validation(config: &TokenConfig, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&[&config.audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = config.leeway.as_secs();
+    validation
 }
 
 pub fn now_unix() -> u64 {
@@ -207,6 +306,8 @@ mod tests {
             refresh_ttl: ttl * 10,
             leeway: Duration::ZERO,
             verified_cache_size: 0,
+            keys: Vec::new(),
+            signing_key: None,
         };
         TokenService::new(&config, &secret)
     }

@@ -25,6 +25,8 @@ fn service() -> &'static TokenService {
             refresh_ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(5),
             verified_cache_size: 0,
+            keys: Vec::new(),
+            signing_key: None,
         };
         TokenService::new(&config, &secret)
     })

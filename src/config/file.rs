@@ -86,6 +86,18 @@ pub struct TokensSection {
     pub refresh_ttl: Option<Spanned<String>>,
     pub leeway: Option<Spanned<String>>,
     pub verified_cache_size: Option<usize>,
+    pub signing_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keys: Vec<Spanned<KeyEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    pub kid: Spanned<String>,
+    pub algorithm: Spanned<String>,
+    pub public_key: String,
+    pub private_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +137,7 @@ pub struct EndpointsSection {
     pub refresh: Option<Spanned<String>>,
     pub logout: Option<Spanned<String>>,
     pub users: Option<Spanned<String>>,
+    pub jwks: Option<Spanned<String>>,
     pub allow_registration: Option<bool>,
     pub max_body_bytes: Option<Spanned<usize>>,
 }

@@ -129,6 +129,47 @@ pub struct TokenConfig {
     pub leeway: Duration,
     /// Verified tokens remembered so repeat requests skip the HMAC; 0 = off.
     pub verified_cache_size: usize,
+    /// Asymmetric keys, each named by its `kid`: every one verifies, at most
+    /// one signs.
+    pub keys: Vec<KeyConfig>,
+    /// The `kid` of the key that signs new tokens; `None` signs with HS256.
+    pub signing_key: Option<String>,
+}
+
+/// Algorithms an asymmetric key can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    EdDsa,
+    Es256,
+    Rs256,
+}
+
+impl KeyAlgorithm {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(KeyAlgorithm::EdDsa),
+            "ES256" => Some(KeyAlgorithm::Es256),
+            "RS256" => Some(KeyAlgorithm::Rs256),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EdDsa => "EdDSA",
+            KeyAlgorithm::Es256 => "ES256",
+            KeyAlgorithm::Rs256 => "RS256",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub kid: String,
+    pub algorithm: KeyAlgorithm,
+    pub public_key: PathBuf,
+    /// Only the signing key needs its private half.
+    pub private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +230,8 @@ pub struct EndpointConfig {
     pub logout: String,
     /// Prefix of `GET/DELETE {users}/{id}`.
     pub users: String,
+    /// The public key set (`GET`).
+    pub jwks: String,
     pub allow_registration: bool,
     pub max_body_bytes: usize,
 }
@@ -435,6 +478,7 @@ impl Config {
             health_check_interval: duration_or(upstream.health_check_interval, Duration::from_secs(5))?,
         };
 
+        let tokens_signing_key = tokens.signing_key.clone();
         let tokens = TokenConfig {
             secret: secret_source(
                 tokens.secret_env,
@@ -449,7 +493,44 @@ impl Config {
             refresh_ttl: duration_or(tokens.refresh_ttl, Duration::from_secs(30 * 24 * 3600))?,
             leeway: duration_or(tokens.leeway, Duration::from_secs(5))?,
             verified_cache_size: tokens.verified_cache_size.unwrap_or(10_000),
+            keys: {
+                let mut keys: Vec<KeyConfig> = Vec::new();
+                for entry in &tokens.keys {
+                    let key = entry.get_ref();
+                    let kid = key.kid.get_ref();
+                    if kid.is_empty() || kid.len() > 64 || !kid.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(Invalid::at(&key.kid, "a key's kid must be 1 to 64 visible characters"));
+                    }
+                    if keys.iter().any(|k| &k.kid == kid) {
+                        return Err(Invalid::at(&key.kid, format!("two keys have the kid `{kid}`")));
+                    }
+                    let algorithm = KeyAlgorithm::parse(key.algorithm.get_ref()).ok_or_else(|| {
+                        Invalid::at(&key.algorithm, "a key's algorithm must be EdDSA, ES256 or RS256")
+                    })?;
+                    keys.push(KeyConfig {
+                        kid: kid.clone(),
+                        algorithm,
+                        public_key: base.join(&key.public_key),
+                        private_key: key.private_key.as_ref().map(|p| base.join(p)),
+                    });
+                }
+                keys
+            },
+            signing_key: None,
         };
+        let mut tokens = tokens;
+        if let Some(kid) = &tokens_signing_key {
+            match tokens.keys.iter().find(|k| &k.kid == kid.get_ref()) {
+                Some(key) if key.private_key.is_some() => tokens.signing_key = Some(kid.get_ref().clone()),
+                Some(_) => return Err(Invalid::at(kid, "the signing key needs a private_key")),
+                None => {
+                    return Err(Invalid::at(
+                        kid,
+                        format!("no [[tokens.keys]] entry has the kid `{}`", kid.get_ref()),
+                    ))
+                }
+            }
+        }
         if tokens.access_ttl.is_zero() || tokens.refresh_ttl.is_zero() {
             return Err(Invalid {
                 span: 0..0,
@@ -542,6 +623,7 @@ impl Config {
             refresh: endpoint(endpoints.refresh, "/refresh")?,
             logout: endpoint(endpoints.logout, "/logout")?,
             users: endpoint(endpoints.users, "/user")?,
+            jwks: endpoint(endpoints.jwks, "/.well-known/jwks.json")?,
             allow_registration: endpoints.allow_registration.unwrap_or(true),
             max_body_bytes,
         };

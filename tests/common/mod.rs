@@ -110,6 +110,8 @@ pub struct Options {
     pub store_extra: String,
     /// Lines added to the `[server]` section.
     pub server_extra: String,
+    /// Lines added to the `[tokens]` section.
+    pub tokens_extra: String,
     /// TOML placed before every section (e.g. a `[log]` table).
     pub head: String,
     /// Upstream addresses instead of the one test upstream.
@@ -134,6 +136,7 @@ impl Default for Options {
             endpoints_extra: String::new(),
             store_extra: String::new(),
             server_extra: String::new(),
+            tokens_extra: String::new(),
             head: String::new(),
             upstreams: None,
             seed_admin: true,
@@ -283,6 +286,7 @@ addresses = [{upstreams}]
 [tokens]
 access_ttl = "{ttl}"
 leeway = "0s"
+{tokens_extra}
 
 [store]
 path = "data"
@@ -311,6 +315,7 @@ max_body_bytes = 2048
             head = options.head,
             grace = options.grace_period,
             server_extra = options.server_extra,
+            tokens_extra = options.tokens_extra,
             upstream_extra = options.upstream_extra,
             ttl = options.access_ttl,
             endpoints_extra = options.endpoints_extra,
