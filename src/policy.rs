@@ -81,6 +81,8 @@ pub struct Rule {
     pub policy: Policy,
     /// Only meaningful for `admin`: the admin's token must also be fresh.
     pub require_fresh: bool,
+    /// Forward a signed identity assertion (`X-Auth-Assertion`) upstream.
+    pub assertion: bool,
 }
 
 /// One segment of a compiled path pattern.
@@ -305,13 +307,13 @@ mod tests {
         Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
-            rule: Rule { policy, require_fresh: false },
+            rule: Rule { policy, require_fresh: false, assertion: false },
             index,
         }
     }
 
     fn table(routes: Vec<Route>) -> RouteTable {
-        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false })
+        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false, assertion: false })
     }
 
     #[test]

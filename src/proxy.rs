@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::path::{self, PathError};
 use crate::policy::RouteTable;
+use crate::tokens::Assertion;
 use crate::upstreams::UpstreamPool;
 
 /// Headers some frameworks read to replace the request method: removed, so
@@ -50,6 +51,8 @@ pub struct Live {
     pub upstream: UpstreamConfig,
     /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], built once.
     identity_headers: [http::HeaderName; 6],
+    /// `{prefix}assertion`.
+    assertion_header: http::HeaderName,
 }
 
 impl Live {
@@ -61,7 +64,9 @@ impl Live {
             identity_headers.push(http::HeaderName::try_from(name).map_err(|e| e.to_string())?);
         }
         let identity_headers = identity_headers.try_into().map_err(|_| "identity header names".to_owned())?;
-        Ok(Live { routes, upstreams, upstream, identity_headers })
+        let assertion_header = http::HeaderName::try_from(format!("{}assertion", upstream.identity_prefix))
+            .map_err(|e| e.to_string())?;
+        Ok(Live { routes, upstreams, upstream, identity_headers, assertion_header })
     }
 }
 
@@ -89,6 +94,8 @@ pub struct RequestCtx {
     refusal: Option<&'static str>,
     /// Backends tried so far (retries skip them).
     tried: Vec<Backend>,
+    /// The matched rule asks for a signed identity assertion.
+    assertion: bool,
     upstream_started: Option<Instant>,
 }
 
@@ -116,6 +123,34 @@ impl Gateway {
         path::normalise(request.uri.path()).map(Cow::into_owned).map_err(ApiError::InvalidPath)
     }
 
+    /// A signed statement of who calls, for exactly this method and path.
+    fn assertion_for(
+        &self,
+        live: &Live,
+        identity: Option<&Identity>,
+        request: &RequestHeader,
+    ) -> Result<String, ApiError> {
+        let tokens = self.auth.tokens();
+        let now = crate::tokens::now_unix();
+        let assertion = Assertion {
+            iss: tokens.issuer().to_owned(),
+            aud: live.upstream.name.clone(),
+            sub: identity.map(|i| i.user_id.to_string()),
+            username: identity.map(|i| i.username.clone()),
+            email: identity.map(|i| i.email.clone()),
+            admin: identity.is_some_and(|i| i.is_admin),
+            fresh: identity.is_some_and(|i| i.fresh),
+            method: request.method.to_string(),
+            path: request.uri.path().to_owned(),
+            token_jti: identity.map(|i| i.token_id.clone()),
+            iat: now,
+            nbf: now,
+            exp: now + live.upstream.assertion_ttl.as_secs(),
+            jti: format!("{:032x}", rand::random::<u128>()),
+        };
+        tokens.sign_assertion(&assertion)
+    }
+
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ApiError) -> Result<bool> {
         ctx.outcome = "refused";
         ctx.refusal = Some(error.code());
@@ -140,6 +175,7 @@ impl ProxyHttp for Gateway {
             outcome: "refused",
             refusal: None,
             tried: Vec::new(),
+            assertion: false,
             upstream_started: None,
         }
     }
@@ -186,6 +222,7 @@ impl ProxyHttp for Gateway {
                 if path != session.req_header().uri.path() {
                     ctx.normalised_path = Some(path);
                 }
+                ctx.assertion = matched.rule.assertion;
                 ctx.live = Some(live);
                 ctx.outcome = "forwarded";
                 Ok(false)
@@ -281,7 +318,19 @@ impl ProxyHttp for Gateway {
                 .map_err(|_| Error::explain(ErrorType::InternalError, "normalised path is not a URI"))?;
             upstream_request.set_uri(uri);
         }
-        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)
+        let assertion = if ctx.assertion {
+            let signed = self.assertion_for(live, ctx.identity.as_ref(), upstream_request).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "cannot sign the identity assertion")
+            })?;
+            Some(signed)
+        } else {
+            None
+        };
+        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)?;
+        if let Some(assertion) = assertion {
+            upstream_request.insert_header(live.assertion_header.clone(), assertion)?;
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(

@@ -73,6 +73,9 @@ pub struct UpstreamSection {
     pub health_check: Option<Spanned<String>>,
     pub health_check_path: Option<String>,
     pub health_check_interval: Option<Spanned<String>>,
+    pub name: Option<String>,
+    pub assertion: Option<bool>,
+    pub assertion_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,4 +160,5 @@ pub struct RouteEntry {
     pub policy: Spanned<String>,
     #[serde(default)]
     pub fresh: bool,
+    pub assertion: Option<bool>,
 }

@@ -117,6 +117,12 @@ pub struct UpstreamConfig {
     pub selection: Selection,
     pub health_check: HealthCheckKind,
     pub health_check_interval: Duration,
+    /// The upstream's name: the `aud` of identity assertions.
+    pub name: String,
+    /// Send identity assertions on every route (routes may override).
+    pub assertion: bool,
+    /// Lifetime of an identity assertion (at most 60 s).
+    pub assertion_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -476,6 +482,18 @@ impl Config {
                 },
             },
             health_check_interval: duration_or(upstream.health_check_interval, Duration::from_secs(5))?,
+            name: upstream.name.unwrap_or_else(|| "upstream".to_owned()),
+            assertion: upstream.assertion.unwrap_or(false),
+            assertion_ttl: match upstream.assertion_ttl {
+                Some(t) => {
+                    let ttl = duration_or(Some(t.clone()), Duration::ZERO)?;
+                    if ttl.is_zero() || ttl > Duration::from_secs(60) {
+                        return Err(Invalid::at(&t, "upstream.assertion_ttl must be between 1s and 60s"));
+                    }
+                    ttl
+                }
+                None => Duration::from_secs(30),
+            },
         };
 
         let tokens_signing_key = tokens.signing_key.clone();
@@ -629,10 +647,12 @@ impl Config {
         };
 
         let default_rule = match policy.default {
-            Some(p) => {
-                Rule { policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?, require_fresh: false }
-            }
-            None => Rule { policy: Policy::Deny, require_fresh: false },
+            Some(p) => Rule {
+                policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
+                require_fresh: false,
+                assertion: upstream.assertion,
+            },
+            None => Rule { policy: Policy::Deny, require_fresh: false, assertion: upstream.assertion },
         };
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, entry) in routes.into_iter().enumerate() {
@@ -663,7 +683,11 @@ impl Config {
             compiled.push(Route {
                 pattern,
                 methods,
-                rule: Rule { policy, require_fresh: entry.fresh },
+                rule: Rule {
+                    policy,
+                    require_fresh: entry.fresh,
+                    assertion: entry.assertion.unwrap_or(upstream.assertion),
+                },
                 index,
             });
         }

@@ -28,6 +28,14 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Upstream::start_on(listener, upstream_mock::MockOptions::default())
+    }
+
+    /// Serves on a listener bound beforehand (so its address can go into a
+    /// gateway config first), with the given mock options.
+    pub fn start_on(listener: std::net::TcpListener, options: upstream_mock::MockOptions) -> Upstream {
+        listener.set_nonblocking(true).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -36,20 +44,18 @@ impl Upstream {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = upstream_mock::router(upstream_mock::MockOptions::default()).layer(
-                    axum::middleware::from_fn(
-                        move |req: axum::extract::Request, next: axum::middleware::Next| {
-                            let log = Arc::clone(&log);
-                            async move {
-                                let line = format!("{} {}", req.method(), req.uri());
-                                log.lock().unwrap().push(line);
-                                next.run(req).await
-                            }
-                        },
-                    ),
-                );
+                let app = upstream_mock::router(options).layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let log = Arc::clone(&log);
+                        async move {
+                            let line = format!("{} {}", req.method(), req.uri());
+                            log.lock().unwrap().push(line);
+                            next.run(req).await
+                        }
+                    },
+                ));
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = shutdown_rx.await;

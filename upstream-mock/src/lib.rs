@@ -37,8 +37,10 @@ mod error;
 mod identity;
 mod resources;
 mod store;
+mod verify;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::routing::{any, get};
 use axum::Router;
@@ -61,11 +63,23 @@ pub struct MockOptions {
     /// Matched case-insensitively. A prefix that does not form valid header
     /// names (see [`is_valid_prefix`]) makes every caller anonymous.
     pub identity_prefix: String,
+    /// Verify mode: refuse every request (but `/healthz`) without a valid
+    /// identity assertion from the gateway.
+    pub verify: Option<VerifyOptions>,
+}
+
+/// Where verify mode gets the gateway's keys and what it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The gateway's `/.well-known/jwks.json`.
+    pub jwks_url: String,
+    /// This service's name: the assertion's `aud`.
+    pub audience: String,
 }
 
 impl Default for MockOptions {
     fn default() -> Self {
-        Self { identity_prefix: DEFAULT_IDENTITY_PREFIX.to_owned() }
+        Self { identity_prefix: DEFAULT_IDENTITY_PREFIX.to_owned(), verify: None }
     }
 }
 
@@ -80,7 +94,7 @@ pub(crate) struct AppState {
 pub fn router(options: MockOptions) -> Router {
     let state =
         AppState { store: SharedStore::seeded(), identity: IdentityHeaders::new(&options.identity_prefix) };
-    Router::new()
+    let router = Router::new()
         .route(
             "/item/{name}",
             get(resources::get_one::<Items>)
@@ -107,7 +121,17 @@ pub fn router(options: MockOptions) -> Router {
         .route("/healthz", get(debug::healthz))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    match options.verify {
+        Some(verify) => {
+            let verifier = Arc::new(verify::Verifier::new(verify, &options.identity_prefix));
+            router.layer(axum::middleware::from_fn(move |req, next| {
+                let verifier = Arc::clone(&verifier);
+                async move { verifier.check(req, next).await }
+            }))
+        }
+        None => router,
+    }
 }
 
 /// Serves the mock on `listener` until the process ends.

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use upstream_mock::{is_valid_prefix, MockOptions, DEFAULT_IDENTITY_PREFIX};
+use upstream_mock::{is_valid_prefix, MockOptions, VerifyOptions, DEFAULT_IDENTITY_PREFIX};
 
 /// A mock items/products/categories service that trusts the gateway's
 /// identity headers.
@@ -27,6 +27,16 @@ struct Args {
     /// Prefix of the identity headers the gateway injects.
     #[arg(long, default_value = DEFAULT_IDENTITY_PREFIX, value_parser = parse_prefix)]
     identity_prefix: String,
+
+    /// Verify mode: demand the gateway's signed identity assertion on every
+    /// request, checked with the keys at this URL (the gateway's
+    /// `/.well-known/jwks.json`).
+    #[arg(long, requires = "audience")]
+    verify_jwks: Option<String>,
+
+    /// With --verify-jwks: this service's name, the assertion's `aud`.
+    #[arg(long)]
+    audience: Option<String>,
 }
 
 fn parse_prefix(prefix: &str) -> Result<String, String> {
@@ -49,7 +59,11 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
     eprintln!("upstream-mock listening on {addr}");
-    let options = MockOptions { identity_prefix: args.identity_prefix };
+    let verify = match (args.verify_jwks, args.audience) {
+        (Some(jwks_url), Some(audience)) => Some(VerifyOptions { jwks_url, audience }),
+        _ => None,
+    };
+    let options = MockOptions { identity_prefix: args.identity_prefix, verify };
     match upstream_mock::serve_with_shutdown(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

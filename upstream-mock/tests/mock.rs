@@ -301,7 +301,7 @@ async fn echo_reports_every_header_copy_and_the_raw_path() {
 
 #[tokio::test]
 async fn custom_identity_prefix() {
-    let mock = Mock::start(MockOptions { identity_prefix: "X-Gw-".to_owned() }).await;
+    let mock = Mock::start(MockOptions { identity_prefix: "X-Gw-".to_owned(), verify: None }).await;
     let (_, body) = mock.get_as("/items", "X-Auth-User-Id", "1").await;
     assert_eq!(body["items"], json!(["chair", "desk"]));
     let (_, body) = mock.get_as("/items", "X-Gw-User-Id", "1").await;
