@@ -7,7 +7,12 @@
 //!
 //! ```text
 //! cargo run -p upstream-mock -- --listen 127.0.0.1:8000 [--identity-prefix X-Auth-]
+//! cargo run -p upstream-mock -- --verify-jwks http://127.0.0.1:8080/.well-known/jwks.json --audience items
 //! ```
+//!
+//! The second form is verify mode: every request must carry the gateway's
+//! signed identity assertion (`X-Auth-Assertion`), checked against the
+//! gateway's published keys (see `verify.rs`).
 //!
 //! or, from tests, in-process with [`serve_with_shutdown`] on a listener
 //! bound to `127.0.0.1:0`.
