@@ -160,7 +160,9 @@ fn check_config(path: &Path) -> Result<(), String> {
         config.upstream.addresses
     );
     for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
-        if let Err(e) = source.load() {
+        // With an asymmetric signing key the HS256 secret is optional.
+        let optional = what == "tokens" && config.tokens.signing_key.is_some();
+        if let (Err(e), false) = (source.load(), optional) {
             say!("note: {what}: {e} (needed by `gatehouse serve`)");
         }
     }
