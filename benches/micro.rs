@@ -72,7 +72,7 @@ fn fixture() -> Fixture {
         }))
         .unwrap();
     let secret = config.tokens.secret.load().unwrap();
-    let tokens = Arc::new(TokenService::new(&config.tokens, &secret));
+    let tokens = Arc::new(TokenService::with_keys(&config.tokens, Some(&secret)).unwrap());
     let access_token = tokens.issue(&user, TokenKind::Access, true, &new_family_id()).unwrap().token;
     let auth = Authenticator::new(Arc::clone(&tokens), Arc::clone(&store) as Arc<dyn Store>);
     Fixture { runtime, tokens, auth, store, access_token, _dir: dir }

@@ -196,7 +196,7 @@ impl AdminApi {
         if let Err(e) = self.authorised(&session.req_header().headers) {
             return Reply::error(&e);
         }
-        let body = match read_body(session).await {
+        let body = match crate::proxy::read_body(session, MAX_ADMIN_BODY).await {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };
@@ -219,20 +219,6 @@ impl ServeHttp for AdminApi {
             builder = builder.header(name, value);
         }
         builder.body(reply.body).unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
-    }
-}
-
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ADMIN_BODY => {
-                return Err(ApiError::BodyTooLarge { limit: MAX_ADMIN_BODY })
-            }
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => return Ok(body),
-            Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
-        }
     }
 }
 

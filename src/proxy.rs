@@ -22,6 +22,7 @@ use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -451,8 +452,9 @@ fn header_safe(value: &str) -> String {
     value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// Reads a built-in endpoint's body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads a request body for the gateway's own endpoints (built-in and admin),
+/// refusing more than `limit` bytes.
+pub(crate) async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = session
         .req_header()
         .headers

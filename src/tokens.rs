@@ -114,24 +114,6 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    /// HS256 only: the shared secret signs and verifies.
-    pub fn new(config: &TokenConfig, secret: &Secret) -> Self {
-        let validation = validation(config, Algorithm::HS256);
-        TokenService {
-            encoding: EncodingKey::from_secret(secret.expose()),
-            header: Header::new(Algorithm::HS256),
-            hmac: Some(DecodingKey::from_secret(secret.expose())),
-            keys: HashMap::new(),
-            validation,
-            jwks: br#"{"keys":[]}"#.to_vec(),
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            access_ttl: config.access_ttl,
-            refresh_ttl: config.refresh_ttl,
-            verified_cache_size: config.verified_cache_size,
-        }
-    }
-
     /// With `[[tokens.keys]]`: every key verifies tokens carrying its `kid`,
     /// the signing key (if any) signs, and the HS256 secret (if any) still
     /// verifies tokens without a `kid`.
@@ -349,7 +331,7 @@ mod tests {
             keys: Vec::new(),
             signing_key: None,
         };
-        TokenService::new(&config, &secret)
+        TokenService::with_keys(&config, Some(&secret)).unwrap()
     }
 
     fn user() -> User {

@@ -28,7 +28,7 @@ fn service() -> &'static TokenService {
             keys: Vec::new(),
             signing_key: None,
         };
-        TokenService::new(&config, &secret)
+        TokenService::with_keys(&config, Some(&secret)).expect("HS256 token service")
     })
 }
 
