@@ -63,7 +63,7 @@ impl AdminApi {
 
     /// Ready: the store answers and at least one upstream passes its health check.
     async fn readiness(&self) -> Reply {
-        let store_ok = match self.accounts.store().revoked_count().await {
+        let store_ok = match self.accounts.store().health().await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "readiness: store check failed");

@@ -4,7 +4,8 @@
 //! User and revocation commands open the store directly when no gateway holds
 //! it; when the running gateway does (sled allows one process), they go
 //! through its admin API instead. Either way the same [`AdminApi`] operation
-//! runs, so both paths behave alike.
+//! runs, so both paths behave alike. A Redis store is always changed directly:
+//! it is shared, and every gateway learns of the change through pub/sub.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,11 @@ use serde_json::{json, Value};
 
 use crate::accounts::{Accounts, UserView};
 use crate::admin::AdminApi;
-use crate::config::{Config, KeyAlgorithm, LogFormat};
+use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, StoreBackend};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::{serve, RunOptions};
-use crate::store::{SledStore, StoreError};
+use crate::store::{RedisStore, Revocation, RevocationKind, SledStore, Store, StoreError};
 use crate::tokens::TokenService;
 use tracing_subscriber::EnvFilter;
 
@@ -57,6 +58,13 @@ enum Command {
         /// Take over the listening sockets of a running gateway (zero-downtime upgrade).
         #[arg(long)]
         upgrade: bool,
+        /// Listen here instead of `server.listen` (repeatable): several
+        /// gateways on one host can share a config file.
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Vec<std::net::SocketAddr>,
+        /// Serve the admin API here instead of `admin.listen`.
+        #[arg(long, value_name = "IP:PORT")]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Validate a config file; prints the file, line and column of the first error.
     CheckConfig {
@@ -69,6 +77,16 @@ enum Command {
     /// Revoke tokens.
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// Copy users and live revocations from a sled store into Redis (to scale out).
+    Migrate {
+        /// `sled:PATH`: the data directory of a stopped gateway.
+        #[arg(long)]
+        from: String,
+        /// `redis:URL`, e.g. `redis:redis://127.0.0.1:6379/0`. Key prefix,
+        /// password and timeouts come from the config's [store.redis], if any.
+        #[arg(long)]
+        to: String,
+    },
     /// Write a new signing key pair (PKCS#8 PEM; the private key readable by its owner only).
     Keygen {
         /// EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA 2048).
@@ -123,8 +141,14 @@ enum RevokeCommand {
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { upgrade } => {
-            Config::load(&cli.config).map_err(|e| e.to_string()).and_then(|config| {
+        Command::Serve { upgrade, listen, admin_listen } => {
+            Config::load(&cli.config).map_err(|e| e.to_string()).and_then(|mut config| {
+                if !listen.is_empty() {
+                    config.server.listen = listen;
+                }
+                if let Some(addr) = admin_listen {
+                    config.admin.listen = addr;
+                }
                 init_logging(config.log.format, &config.log.level);
                 serve(config, RunOptions { upgrade }).map_err(|e| e.to_string())
             })
@@ -137,6 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::User(command) => user_command(&cli.config, command),
                 Command::Revoke(command) => revoke_command(&cli.config, command),
                 Command::Keygen { algorithm, kid, out } => keygen(&algorithm, &kid, &out),
+                Command::Migrate { from, to } => migrate(&cli.config, &from, &to),
                 Command::Serve { .. } => Ok(()),
             }
         }
@@ -306,6 +331,84 @@ fn read_password() -> Result<String, String> {
     }
 }
 
+fn command_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+}
+
+/// A Redis store for a one-off command: it must answer now.
+fn connect_redis(
+    config: &RedisConfig,
+    leeway: std::time::Duration,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<RedisStore, String> {
+    let store = RedisStore::start(config, leeway).map_err(|e| e.to_string())?;
+    runtime
+        .block_on(store.wait_until_synced(config.connect_timeout * 3))
+        .map_err(|e| format!("cannot use the redis store: {e}"))?;
+    Ok(store)
+}
+
+/// `gatehouse migrate --from sled:PATH --to redis:URL`: copies every user
+/// (ids, password hashes and token versions kept, so issued tokens stay
+/// valid) and every live revocation. Safe to run again: records are
+/// overwritten with the same content.
+fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
+    let source = from
+        .strip_prefix("sled:")
+        .ok_or("--from must be sled:PATH (the data directory of a stopped gateway)")?;
+    let target =
+        to.strip_prefix("redis:").ok_or("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0")?;
+    // Prefix, timeouts, password and leeway come from the config when it has
+    // a [store.redis] section; the URL on the command line wins.
+    let config = Config::load(config_path).ok();
+    let (mut redis, leeway) = match config.as_ref().map(|c| (&c.store.backend, c.tokens.leeway)) {
+        Some((StoreBackend::Redis(redis), leeway)) => ((**redis).clone(), leeway),
+        _ => (RedisConfig::for_url(target), std::time::Duration::from_secs(30)),
+    };
+    redis.target = RedisTarget::Url(target.to_owned());
+    let sled = SledStore::open(Path::new(source)).map_err(|e| match e {
+        StoreError::Locked { path } => {
+            format!("{path} is in use: stop the gateway first (or migrate a copy)")
+        }
+        other => other.to_string(),
+    })?;
+    let runtime = command_runtime()?;
+    let store = connect_redis(&redis, leeway, &runtime)?;
+    let (users, revocations) = runtime.block_on(async {
+        let users = sled.users().await.map_err(|e| e.to_string())?;
+        for user in &users {
+            store.import_user(user).await.map_err(|e| match e {
+                StoreError::EmailTaken => {
+                    format!("user {} ({}): the email belongs to another user in redis", user.id, user.email)
+                }
+                other => format!("user {}: {other}", user.id),
+            })?;
+        }
+        let now = crate::tokens::now_unix();
+        let mut revocations = 0;
+        for entry in sled.revocations().map_err(|e| e.to_string())? {
+            if entry.expires_at.saturating_add(leeway.as_secs()) <= now {
+                continue;
+            }
+            let written = match entry.kind {
+                RevocationKind::Token(Revocation::Revoked) => store.revoke(&entry.id, entry.expires_at).await,
+                RevocationKind::Token(Revocation::Retired) => {
+                    store.retire(&entry.id, entry.expires_at).await.map(drop)
+                }
+                RevocationKind::Family => store.revoke_family(&entry.id, entry.expires_at).await,
+            };
+            written.map_err(|e| format!("revocation {}: {e}", entry.id))?;
+            revocations += 1;
+        }
+        Ok::<_, String>((users.len(), revocations))
+    })?;
+    say!("migrated {users} users and {revocations} live revocations from {source} to redis");
+    Ok(())
+}
+
 /// Runs admin operations in-process on the store, or over HTTP against the
 /// gateway that holds it.
 enum AdminClient {
@@ -316,19 +419,25 @@ enum AdminClient {
 impl AdminClient {
     fn connect(config_path: &Path) -> Result<Self, String> {
         let config = Config::load(config_path).map_err(|e| e.to_string())?;
-        match SledStore::open(&config.store.path) {
-            Ok(store) => {
-                let passwords = Passwords::new(&config.passwords)?;
-                let secret = config.tokens.secret.load().ok();
-                let tokens = TokenService::with_keys(&config.tokens, secret.as_ref()).ok().map(Arc::new);
-                let accounts = Accounts::new(Arc::new(store), passwords, Arc::new(Metrics::new()));
-                let api = AdminApi::new(accounts, tokens, None);
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start a runtime: {e}"))?;
-                Ok(AdminClient::Local { api, runtime })
+        let local = |store: Arc<dyn Store>, runtime: tokio::runtime::Runtime| {
+            let passwords = Passwords::new(&config.passwords)?;
+            let secret = config.tokens.secret.load().ok();
+            let tokens = TokenService::with_keys(&config.tokens, secret.as_ref()).ok().map(Arc::new);
+            let accounts = Accounts::new(store, passwords, Arc::new(Metrics::new()));
+            let api = AdminApi::new(accounts, tokens, None);
+            Ok::<_, String>(AdminClient::Local { api, runtime })
+        };
+        let path = match &config.store.backend {
+            // Redis is shared: change it directly, and every gateway hears of it.
+            StoreBackend::Redis(redis) => {
+                let runtime = command_runtime()?;
+                let store = connect_redis(redis, config.tokens.leeway, &runtime)?;
+                return local(Arc::new(store), runtime);
             }
+            StoreBackend::Sled { path } => path,
+        };
+        match SledStore::open(path) {
+            Ok(store) => local(Arc::new(store), command_runtime()?),
             Err(StoreError::Locked { path }) => {
                 let token = config.admin.token.load().map_err(|e| {
                     format!("the store at {path} is held by a running gateway, and its admin API needs the admin token: {e}")

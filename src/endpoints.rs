@@ -175,8 +175,12 @@ impl BuiltIns {
         if !allowed {
             return Reply::error(&ApiError::MethodNotAllowed(method.to_string()));
         }
+        // A shared store that just failed: say so at once rather than after a timeout.
+        if endpoint != Endpoint::Jwks && !self.accounts.store().is_reachable() {
+            return Reply::error(&ApiError::StoreUnavailable);
+        }
         if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
-            if let Err(e) = self.limiter.check_ip(client) {
+            if let Err(e) = self.limiter.check_ip(client).await {
                 tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
                 if endpoint == Endpoint::Login {
                     self.metrics.logins.with_label_values(&[e.code()]).inc();
@@ -233,15 +237,15 @@ impl BuiltIns {
     async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
         let account = crate::store::normalise_email(&email);
-        self.limiter.check_account(&account, client)?;
+        self.limiter.check_account(&account, client).await?;
         let user = self.accounts.store().user_by_email(&account).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.accounts.passwords().verify(password, stored_hash).await {
-            self.limiter.record_failure(&account, client);
+            self.limiter.record_failure(&account, client).await?;
             tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
             return Err(ApiError::InvalidCredentials);
         }
-        self.limiter.record_success(&account, client);
+        self.limiter.record_success(&account, client).await?;
         let user = user.ok_or(ApiError::InvalidCredentials)?;
         if user.blocked {
             tracing::info!(user_id = user.id, outcome = "blocked", "login refused");

@@ -2,7 +2,7 @@
 //! opens the store, and hands pingora the proxy, the admin listener and the
 //! background services (housekeeping, upstream health checks, SIGHUP reload).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,13 @@ use pingora::services::listening::Service;
 use crate::accounts::Accounts;
 use crate::admin::AdminApi;
 use crate::auth::Authenticator;
-use crate::config::{Config, SecretError};
+use crate::config::{Config, SecretError, StoreBackend};
 use crate::endpoints::BuiltIns;
-use crate::limits::LoginLimiter;
+use crate::limits::{LoginLimiter, SharedLimits};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::proxy::{Gateway, Live};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{RedisStore, SledStore, Store, StoreError};
 use crate::tokens::{now_unix, TokenService};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +74,22 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     // With --upgrade this receives the listening sockets from the old process.
     server.bootstrap();
 
-    let store: Arc<dyn Store> = Arc::new(open_store(&config, options.upgrade)?);
+    let (store, limiter): (Arc<dyn Store>, LoginLimiter) = match &config.store.backend {
+        StoreBackend::Sled { path } => {
+            (Arc::new(open_sled(path, &config, options.upgrade)?), LoginLimiter::local(&config.limits))
+        }
+        StoreBackend::Redis(redis) => {
+            let store = RedisStore::start(redis, config.tokens.leeway)?;
+            let limits = LoginLimiter::Shared(SharedLimits::new(&config.limits, &store));
+            (Arc::new(store), limits)
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
     let tokens =
         Arc::new(TokenService::with_keys(&config.tokens, token_secret.as_ref()).map_err(StartError::Keys)?);
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
-    let limiter = Arc::new(LoginLimiter::new(&config.limits));
+    let limiter = Arc::new(limiter);
     let live = Arc::new(ArcSwap::from_pointee(live));
 
     let builtins = BuiltIns::new(
@@ -154,14 +163,14 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Opens the store. During an upgrade the old process still holds sled's
+/// Opens the sled store. During an upgrade the old process still holds sled's
 /// lock while it drains; wait for it (new connections queue in the shared
 /// listen backlog meanwhile, none are refused).
-fn open_store(config: &Config, upgrading: bool) -> Result<SledStore, StoreError> {
+fn open_sled(path: &Path, config: &Config, upgrading: bool) -> Result<SledStore, StoreError> {
     let patience = config.server.grace_period + config.server.shutdown_timeout + Duration::from_secs(10);
     let deadline = Instant::now() + patience;
     loop {
-        match SledStore::open(&config.store.path) {
+        match SledStore::open(path) {
             Err(StoreError::Locked { .. }) if upgrading && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }

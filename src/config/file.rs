@@ -106,8 +106,31 @@ pub struct KeyEntry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    pub backend: Option<Spanned<String>>,
     pub path: Option<String>,
     pub purge_interval: Option<Spanned<String>>,
+    pub redis: Option<Spanned<RedisSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    pub url: Option<Spanned<String>>,
+    pub sentinels: Option<Vec<Spanned<String>>>,
+    pub master_name: Option<Spanned<String>>,
+    pub sentinel_tls: Option<bool>,
+    pub db: Option<Spanned<i64>>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub key_prefix: Option<Spanned<String>>,
+    pub pool_size: Option<Spanned<usize>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub command_timeout: Option<Spanned<String>>,
+    pub when_unreachable: Option<Spanned<String>>,
+    pub wait_replicas: Option<u32>,
+    pub wait_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -180,9 +180,74 @@ pub struct KeyConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub path: PathBuf,
+    pub backend: StoreBackend,
     /// How often expired revocation entries are dropped.
     pub purge_interval: Duration,
+}
+
+/// Where users, revocations and (for Redis) login limits live.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The embedded database: one gateway per data directory.
+    Sled { path: PathBuf },
+    /// Shared by every gateway that names the same Redis and key prefix.
+    Redis(Box<RedisConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    /// Extra CA certificate (PEM) to trust for `rediss://`.
+    pub tls_ca_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub when_unreachable: WhenUnreachable,
+    /// Replicas that must confirm each write before it is acknowledged (`WAIT`).
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults for one Redis server at `url`.
+    pub fn for_url(url: &str) -> RedisConfig {
+        RedisConfig {
+            target: RedisTarget::Url(url.to_owned()),
+            db: 0,
+            username: None,
+            password: None,
+            tls_ca_file: None,
+            key_prefix: "gatehouse:".to_owned(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(500),
+            when_unreachable: WhenUnreachable::FailClosed,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://`.
+    Url(String),
+    /// Ask these Sentinels for the current master of `master_name`.
+    Sentinel { sentinels: Vec<String>, master_name: String, tls: bool },
+}
+
+/// What proxied requests get while Redis can't be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnreachable {
+    /// 503 `store_unavailable`: nothing is allowed that might have been revoked.
+    FailClosed,
+    /// Tokens are checked against this gateway's last copy of the revocation
+    /// list and its cached accounts; anything it can't check is refused.
+    FailOpen,
 }
 
 /// Abuse and resource limits; see [`crate::limits`] for the login limits.
@@ -288,6 +353,20 @@ impl SecretSource {
     }
 
     pub fn load(&self) -> Result<Secret, SecretError> {
+        let secret = self.load_any_length()?;
+        if secret.0.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::TooShort {
+                purpose: self.purpose,
+                len: secret.0.len(),
+                how: self.how_to_make(),
+            });
+        }
+        Ok(secret)
+    }
+
+    /// Like [`SecretSource::load`], for secrets chosen elsewhere (a Redis
+    /// password) whose length is not ours to require.
+    pub fn load_any_length(&self) -> Result<Secret, SecretError> {
         let raw = if let Some(path) = &self.file {
             std::fs::read(path).map_err(|source| SecretError::Unreadable {
                 purpose: self.purpose,
@@ -303,13 +382,6 @@ impl SecretSource {
         let trimmed = raw.trim_ascii().to_vec();
         if trimmed.is_empty() {
             return Err(SecretError::Missing { purpose: self.purpose, how: self.how_to_make() });
-        }
-        if trimmed.len() < MIN_SECRET_BYTES {
-            return Err(SecretError::TooShort {
-                purpose: self.purpose,
-                len: trimmed.len(),
-                how: self.how_to_make(),
-            });
         }
         Ok(Secret(trimmed))
     }
@@ -557,8 +629,8 @@ impl Config {
         }
 
         let store = StoreConfig {
-            path: base.join(store.path.as_deref().unwrap_or("gatehouse-data")),
             purge_interval: duration_or(store.purge_interval, Duration::from_secs(600))?,
+            backend: store_backend(store.backend, store.path, store.redis, base)?,
         };
         if store.purge_interval.is_zero() {
             return Err(Invalid {
@@ -753,6 +825,151 @@ fn bounded(
     }
 }
 
+fn store_backend(
+    backend: Option<Spanned<String>>,
+    path: Option<String>,
+    redis: Option<Spanned<file::RedisSection>>,
+    base: &Path,
+) -> Result<StoreBackend, Invalid> {
+    let name = backend.as_ref().map_or("sled", |b| b.get_ref().as_str());
+    match (name, redis) {
+        ("sled", None) => {
+            Ok(StoreBackend::Sled { path: base.join(path.as_deref().unwrap_or("gatehouse-data")) })
+        }
+        ("sled", Some(section)) => {
+            Err(Invalid::at(&section, "[store.redis] is set but store.backend is not \"redis\""))
+        }
+        ("redis", None) => Err(Invalid {
+            span: backend.as_ref().map_or(0..0, Spanned::span),
+            message: "store.backend = \"redis\" needs a [store.redis] section with `url` or `sentinels`"
+                .into(),
+        }),
+        ("redis", Some(section)) => redis_config(section, base).map(|c| StoreBackend::Redis(Box::new(c))),
+        (other, _) => Err(Invalid {
+            span: backend.as_ref().map_or(0..0, Spanned::span),
+            message: format!("store.backend `{other}`: expected \"sled\" or \"redis\""),
+        }),
+    }
+}
+
+fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<RedisConfig, Invalid> {
+    let span = section.span();
+    let section = section.into_inner();
+    let target =
+        match (section.url, section.sentinels, section.master_name) {
+            (Some(url), None, None) => {
+                check_redis_url(&url)?;
+                RedisTarget::Url(url.into_inner())
+            }
+            (None, Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
+                for url in &sentinels {
+                    check_redis_url(url)?;
+                }
+                RedisTarget::Sentinel {
+                    sentinels: sentinels.into_iter().map(Spanned::into_inner).collect(),
+                    master_name: master_name.into_inner(),
+                    tls: section.sentinel_tls.unwrap_or(false),
+                }
+            }
+            _ => return Err(Invalid {
+                span,
+                message:
+                    "[store.redis] needs either `url`, or `sentinels` (a non-empty list) with `master_name`"
+                        .into(),
+            }),
+        };
+    let key_prefix = match section.key_prefix {
+        None => "gatehouse:".to_owned(),
+        Some(prefix) => {
+            let valid = !prefix.get_ref().is_empty()
+                && prefix.get_ref().len() <= 64
+                && prefix.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b":_-.{}/".contains(&b));
+            if !valid {
+                return Err(Invalid::at(
+                    &prefix,
+                    "store.redis.key_prefix must be 1 to 64 letters, digits or `:_-.{}/`",
+                ));
+            }
+            prefix.into_inner()
+        }
+    };
+    let pool_size = match section.pool_size {
+        Some(size) if !(1..=64).contains(size.get_ref()) => {
+            return Err(Invalid::at(&size, "store.redis.pool_size must be between 1 and 64"))
+        }
+        Some(size) => size.into_inner(),
+        None => 4,
+    };
+    let db = match section.db {
+        Some(db) if *db.get_ref() < 0 => return Err(Invalid::at(&db, "store.redis.db must be 0 or more")),
+        Some(db) => db.into_inner(),
+        None => 0,
+    };
+    let when_unreachable =
+        match section.when_unreachable {
+            None => WhenUnreachable::FailClosed,
+            Some(choice) => match choice.get_ref().as_str() {
+                "fail_closed" => WhenUnreachable::FailClosed,
+                "fail_open" => WhenUnreachable::FailOpen,
+                other => return Err(Invalid::at(
+                    &choice,
+                    format!(
+                        "store.redis.when_unreachable `{other}`: expected \"fail_closed\" or \"fail_open\""
+                    ),
+                )),
+            },
+        };
+    let positive = |value: Option<Spanned<String>>, default: Duration, key: &str| {
+        let span = value.as_ref().map_or(0..0, Spanned::span);
+        let duration = duration_or(value, default)?;
+        if duration.is_zero() {
+            return Err(Invalid { span, message: format!("store.redis.{key} must be longer than zero") });
+        }
+        Ok(duration)
+    };
+    let password = match (section.password_env, section.password_file) {
+        (None, None) => None,
+        (env, file) => Some(secret_source(env, file, "", base, "redis password")),
+    };
+    Ok(RedisConfig {
+        target,
+        db,
+        username: section.username,
+        password,
+        tls_ca_file: section.tls_ca_file.map(|f| base.join(f)),
+        key_prefix,
+        pool_size,
+        connect_timeout: positive(section.connect_timeout, Duration::from_secs(1), "connect_timeout")?,
+        command_timeout: positive(section.command_timeout, Duration::from_millis(500), "command_timeout")?,
+        when_unreachable,
+        wait_replicas: section.wait_replicas.unwrap_or(0),
+        wait_timeout: positive(section.wait_timeout, Duration::from_millis(500), "wait_timeout")?,
+    })
+}
+
+/// A Redis address must name a scheme redis-rs speaks and must not carry a
+/// password: it would end up in logs, `ps` output and error messages.
+fn check_redis_url(url: &Spanned<String>) -> Result<(), Invalid> {
+    let text = url.get_ref();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(Invalid::at(url, format!("`{text}` is not a URL like redis://127.0.0.1:6379/0")));
+    };
+    if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+        return Err(Invalid::at(
+            url,
+            format!("redis URL scheme `{scheme}`: expected redis://, rediss:// (TLS) or redis+unix://"),
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+        return Err(Invalid::at(
+            url,
+            "put the redis password in store.redis.password_env or password_file, not in the URL",
+        ));
+    }
+    Ok(())
+}
+
 fn secret_source(
     env: Option<String>,
     file: Option<String>,
@@ -799,7 +1016,9 @@ access_ttl = "15m"
         assert_eq!(c.tokens.secret.env.as_deref(), Some("GATEHOUSE_JWT_SECRET"));
         assert!(!c.upstream.pass_authorization);
         assert_eq!(c.upstream.identity_prefix, "x-auth-");
-        assert_eq!(c.store.path, Path::new("/etc/gatehouse/gatehouse-data"));
+        assert!(
+            matches!(&c.store.backend, StoreBackend::Sled { path } if path == Path::new("/etc/gatehouse/gatehouse-data"))
+        );
         assert_eq!(c.routes.lookup(&http::Method::GET, "/x").rule.policy, Policy::Deny);
     }
 

@@ -5,6 +5,8 @@
 //! Every write that the gateway acknowledges to a client (a revocation, a
 //! block, a deletion) is durable when the method returns.
 
+#[cfg(feature = "server")]
+mod redis_store;
 mod sled_store;
 
 use std::sync::Arc;
@@ -12,6 +14,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "server")]
+pub use redis_store::RedisStore;
+#[cfg(feature = "server")]
+pub(crate) use redis_store::{pool::Pool as RedisPool, Keys as RedisKeys};
 pub use sled_store::SledStore;
 
 pub type UserId = u64;
@@ -44,6 +50,21 @@ pub enum Revocation {
     Retired,
 }
 
+/// A revocation entry as stored, for copying between stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEntry {
+    pub id: String,
+    pub kind: RevocationKind,
+    /// The revoked token's (or session's) expiry, unix seconds.
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    Token(Revocation),
+    Family,
+}
+
 /// What a caller supplies to create an account.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -70,6 +91,9 @@ pub enum StoreError {
     Locked { path: String },
     #[error("store failure: {0}")]
     Backend(String),
+    /// The store can't be reached right now (a shared store's server is down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
 }
@@ -100,6 +124,15 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_count(&self) -> Result<usize, StoreError>;
     /// Drops revocation entries whose tokens expired before `now`; returns how many.
     async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError>;
+    /// Whether the store can serve requests now (for `/readyz`).
+    async fn health(&self) -> Result<(), StoreError> {
+        self.revoked_count().await.map(drop)
+    }
+    /// Whether the last contact with the store worked, without asking again:
+    /// the built-in endpoints answer 503 at once while it is `false`.
+    fn is_reachable(&self) -> bool {
+        true
+    }
 }
 
 /// Trims and lower-cases an email so lookups are case-insensitive.

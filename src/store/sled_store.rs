@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{normalise_email, NewUser, Revocation, Store, StoreError, User, UserChange, UserId};
+use super::{
+    normalise_email, NewUser, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
+    UserChange, UserId,
+};
 
 pub struct SledStore {
     db: sled::Db,
@@ -90,6 +93,25 @@ impl SledStore {
         self.revoked.apply_batch(batch).map_err(backend)?;
         self.db.flush().map_err(backend)?;
         Ok(count)
+    }
+
+    /// Every revocation entry, expired or not (for `gatehouse migrate`).
+    pub fn revocations(&self) -> Result<Vec<RevocationEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for (tree, family) in [(&self.revoked, false), (&self.families, true)] {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(backend)?;
+                let kind = match (family, value.get(8)) {
+                    (true, _) => RevocationKind::Family,
+                    (false, Some(1)) => RevocationKind::Token(Revocation::Retired),
+                    (false, _) => RevocationKind::Token(Revocation::Revoked),
+                };
+                let id = String::from_utf8(key.to_vec())
+                    .map_err(|_| StoreError::Corrupt("a revocation key is not UTF-8".into()))?;
+                entries.push(RevocationEntry { id, kind, expires_at: entry_expiry(&value) });
+            }
+        }
+        Ok(entries)
     }
 
     fn lock_user_writes(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -1,18 +1,4 @@
-//! Login and registration abuse limits.
-//!
-//! Three layers, each bounded so an attacker can't lock a real user out for long:
-//!
-//! 1. **Per client IP** (`limits.login_per_ip_per_minute`): every `/login` and
-//!    `/register` attempt counts; a GCRA limiter from `governor`.
-//! 2. **Per account and client IP**: after `limits.failures_before_backoff`
-//!    wrong passwords in a row from one IP, that IP waits 1 s, then 2 s, 4 s...
-//!    up to `limits.max_backoff`. Other IPs are not affected, so an attacker
-//!    only locks themselves out; a correct password resets the count.
-//! 3. **Per account, all IPs** (`limits.account_failures_per_minute`): a
-//!    distributed guessing run pauses that account's logins until the current
-//!    one-minute window ends: at most 60 seconds of lockout, ever.
-//!
-//! The client IP is the TCP peer address.
+//! The in-process login limits, for a gateway with its own (sled) store.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,14 +9,14 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::{retry_after, ACCOUNT_WINDOW};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
 /// Accounts tracked at once; beyond it, stale entries are dropped first.
 const MAX_TRACKED_ACCOUNTS: usize = 100_000;
-const ACCOUNT_WINDOW: Duration = Duration::from_secs(60);
 
-pub struct LoginLimiter {
+pub struct LocalLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     accounts: Mutex<HashMap<String, AccountFailures>>,
     settings: LimitsConfig,
@@ -49,15 +35,11 @@ struct Backoff {
     last_failure: Instant,
 }
 
-fn retry_after(wait: Duration) -> ApiError {
-    ApiError::RateLimited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
-}
-
-impl LoginLimiter {
+impl LocalLimits {
     pub fn new(settings: &LimitsConfig) -> Self {
         let per_ip = NonZeroU32::new(settings.login_per_ip_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        LoginLimiter { per_ip, accounts: Mutex::new(HashMap::new()), settings: settings.clone() }
+        LocalLimits { per_ip, accounts: Mutex::new(HashMap::new()), settings: settings.clone() }
     }
 
     /// Counts one attempt from `ip`; refuses it past the per-IP rate.
@@ -155,8 +137,8 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
-    fn limiter(per_ip: u32, free: u32, per_account: u32) -> LoginLimiter {
-        LoginLimiter::new(&LimitsConfig {
+    fn limiter(per_ip: u32, free: u32, per_account: u32) -> LocalLimits {
+        LocalLimits::new(&LimitsConfig {
             login_per_ip_per_minute: per_ip,
             failures_before_backoff: free,
             max_backoff: Duration::from_secs(8),

@@ -1,0 +1,344 @@
+//! Each gateway's local copy of the revocation list, and its cache of user
+//! records, kept current through Redis pub/sub.
+//!
+//! Every write publishes an [`Event`] on the prefix's channel in the same
+//! atomic step (a Lua script) as the write itself. The subscriber applies
+//! events as they come, so a revocation on one gateway is refused on all of
+//! them within milliseconds. Pub/sub is fire-and-forget: a message sent while
+//! a subscriber is disconnected is simply lost. So the mirror is trusted only
+//! while the subscription is up and pinged: when it drops, the mirror is
+//! marked stale (every lookup goes to Redis), and after resubscribing the
+//! whole revocation list is read again before the mirror is trusted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use quick_cache::sync::Cache;
+
+use super::pool::Pool;
+use super::Keys;
+use crate::store::{Revocation, StoreError, User, UserId};
+
+/// How often the subscription is pinged: a dead one is noticed within this
+/// plus the command timeout.
+const PING_INTERVAL: Duration = Duration::from_millis(250);
+/// Users whose records are kept in memory.
+const USER_CACHE_CAPACITY: usize = 100_000;
+/// Keys read per `SCAN` step while loading the revocation list.
+const SCAN_BATCH: usize = 1000;
+
+/// A change other gateways must learn of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A token id is revoked (or retired) until `until`.
+    Token { jti: String, why: Revocation, until: u64 },
+    /// A login session (refresh-token family) is revoked until `until`.
+    Family { id: String, until: u64 },
+    /// A user record changed or went away.
+    User(UserId),
+}
+
+impl Event {
+    /// `r <until> <jti>`, `t <until> <jti>`, `f <until> <family>` or `u <id>`.
+    /// The same text, minus the id, is the value stored under a revocation key.
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Event::Token { jti, why, until } => format!("{} {jti}", entry(*why, *until)),
+            Event::Family { id, until } => format!("f {until} {id}"),
+            Event::User(id) => format!("u {id}"),
+        }
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<Event> {
+        let (kind, rest) = text.split_once(' ')?;
+        if kind == "u" {
+            return rest.parse().ok().map(Event::User);
+        }
+        let (until, id) = rest.split_once(' ')?;
+        let until = until.parse().ok()?;
+        let id = id.to_owned();
+        match kind {
+            "r" => Some(Event::Token { jti: id, why: Revocation::Revoked, until }),
+            "t" => Some(Event::Token { jti: id, why: Revocation::Retired, until }),
+            "f" => Some(Event::Family { id, until }),
+            _ => None,
+        }
+    }
+}
+
+/// The value stored under a token's revocation key: `r <until>` or `t <until>`.
+pub(crate) fn entry(why: Revocation, until: u64) -> String {
+    match why {
+        Revocation::Revoked => format!("r {until}"),
+        Revocation::Retired => format!("t {until}"),
+    }
+}
+
+/// Reads a stored revocation value back.
+pub(crate) fn parse_entry(value: &str) -> Option<(Revocation, u64)> {
+    let (kind, until) = value.split_once(' ')?;
+    let why = match kind {
+        "r" | "f" => Revocation::Revoked,
+        "t" => Revocation::Retired,
+        _ => return None,
+    };
+    Some((why, until.parse().ok()?))
+}
+
+pub(crate) struct Mirror {
+    synced: AtomicBool,
+    tokens: RwLock<HashMap<String, (Revocation, u64)>>,
+    families: RwLock<HashMap<String, u64>>,
+    users: Cache<UserId, Arc<User>>,
+    /// Bumped on every user invalidation: a cache fill that read Redis before
+    /// an invalidation must not put the old record back after it.
+    user_epoch: AtomicU64,
+}
+
+impl Mirror {
+    pub(crate) fn new() -> Mirror {
+        Mirror {
+            synced: AtomicBool::new(false),
+            tokens: RwLock::default(),
+            families: RwLock::default(),
+            users: Cache::new(USER_CACHE_CAPACITY),
+            user_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the mirror holds every revocation Redis holds.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn set_stale(&self) {
+        self.synced.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn apply(&self, event: Event) {
+        match event {
+            Event::Token { jti, why, until } => {
+                let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+                tokens.insert(jti, (why, until));
+            }
+            Event::Family { id, until } => {
+                self.families.write().unwrap_or_else(|p| p.into_inner()).insert(id, until);
+            }
+            Event::User(id) => self.forget_user(id),
+        }
+    }
+
+    pub(crate) fn revocation(&self, jti: &str) -> Option<Revocation> {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(jti).map(|(why, _)| *why)
+    }
+
+    pub(crate) fn is_family_revoked(&self, family: &str) -> bool {
+        self.families.read().unwrap_or_else(|p| p.into_inner()).contains_key(family)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).len()
+            + self.families.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Drops entries whose tokens expired before `now` (Redis drops its own by TTL).
+    pub(crate) fn purge(&self, now: u64) -> usize {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let before = tokens.len();
+        tokens.retain(|_, (_, until)| *until >= now);
+        let mut purged = before - tokens.len();
+        drop(tokens);
+        let mut families = self.families.write().unwrap_or_else(|p| p.into_inner());
+        let before = families.len();
+        families.retain(|_, until| *until >= now);
+        purged += before - families.len();
+        purged
+    }
+
+    pub(crate) fn cached_user(&self, id: UserId) -> Option<Arc<User>> {
+        self.users.get(&id)
+    }
+
+    /// The epoch to pass to [`Mirror::fill_user`] after reading Redis.
+    pub(crate) fn user_epoch(&self) -> u64 {
+        self.user_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Caches a record read at `epoch`, unless an invalidation came since or
+    /// the mirror is not trusted.
+    pub(crate) fn fill_user(&self, user: Arc<User>, epoch: u64) {
+        if self.is_synced() && self.user_epoch() == epoch {
+            let id = user.id;
+            self.users.insert(id, user);
+            // An invalidation may have landed between the check and the insert.
+            if self.user_epoch() != epoch {
+                self.users.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn forget_user(&self, id: UserId) {
+        self.user_epoch.fetch_add(1, Ordering::SeqCst);
+        self.users.remove(&id);
+    }
+
+    fn forget_all_users(&self) {
+        self.user_epoch.fetch_add(1, Ordering::SeqCst);
+        self.users.clear();
+    }
+
+    fn replace(&self, tokens: HashMap<String, (Revocation, u64)>, families: HashMap<String, u64>) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+        *self.families.write().unwrap_or_else(|p| p.into_inner()) = families;
+    }
+}
+
+/// Keeps the mirror in step with Redis until the process ends: subscribe,
+/// load everything, apply events, ping; on any failure mark the mirror stale,
+/// pause, and start over.
+pub(crate) async fn follow(pool: Arc<Pool>, mirror: Arc<Mirror>, keys: Arc<Keys>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match subscribe_and_follow(&pool, &mirror, &keys).await {
+            Ok(()) => {}
+            Err(e) => {
+                if mirror.is_synced() || pool.is_reachable() {
+                    tracing::warn!(error = %e, "redis subscription lost; every lookup goes to redis until it is back");
+                }
+                mirror.set_stale();
+                pool.set_reachable(false);
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+        if mirror.is_synced() {
+            pause = Duration::from_millis(50);
+        }
+    }
+}
+
+async fn subscribe_and_follow(pool: &Pool, mirror: &Mirror, keys: &Keys) -> Result<(), StoreError> {
+    let timeout = pool.connect_timeout();
+    let client = pool.client().await?;
+    let lost = |e: redis::RedisError| StoreError::Unavailable(format!("redis subscription: {e}"));
+    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| StoreError::Unavailable("redis did not accept a subscription in time".into()))?
+        .map_err(lost)?;
+    pubsub.subscribe(&keys.channel).await.map_err(lost)?;
+    let (mut sink, mut messages) = pubsub.split();
+
+    // Subscribed first, then loaded: a write that misses the snapshot arrives as an event.
+    let (tokens, families) = load_revocations(pool, keys).await?;
+    let entries = tokens.len() + families.len();
+    mirror.replace(tokens, families);
+    mirror.forget_all_users();
+    mirror.synced.store(true, Ordering::Release);
+    pool.set_reachable(true);
+    tracing::info!(entries, "redis revocation list loaded; following changes");
+
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Err(StoreError::Unavailable("redis closed the subscription".into()));
+                };
+                let payload: String = message.get_payload().unwrap_or_default();
+                match Event::decode(&payload) {
+                    Some(event) => mirror.apply(event),
+                    None => tracing::warn!(payload = %payload, "ignoring an unknown message on the gatehouse channel"),
+                }
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => pool.set_reachable(true),
+                    Ok(Err(e)) => return Err(lost(e)),
+                    Err(_) => return Err(StoreError::Unavailable("redis did not answer a ping in time".into())),
+                }
+            }
+        }
+    }
+}
+
+type Snapshot = (HashMap<String, (Revocation, u64)>, HashMap<String, u64>);
+
+/// Reads every revocation entry under the prefix.
+async fn load_revocations(pool: &Pool, keys: &Keys) -> Result<Snapshot, StoreError> {
+    let mut tokens = HashMap::new();
+    let mut families = HashMap::new();
+    for (pattern, is_family) in [(keys.token_pattern(), false), (keys.family_pattern(), true)] {
+        let strip = pattern.len() - 1;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, names): (u64, Vec<String>) = pool
+                .query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_BATCH))
+                .await?;
+            if !names.is_empty() {
+                let values: Vec<Option<String>> = pool.query(redis::cmd("MGET").arg(&names)).await?;
+                for (name, value) in names.iter().zip(values) {
+                    // Gone (expired) between SCAN and MGET, or not ours: skip.
+                    let Some((why, until)) = value.as_deref().and_then(parse_entry) else { continue };
+                    let id = name[strip..].to_owned();
+                    if is_family {
+                        families.insert(id, until);
+                    } else {
+                        tokens.insert(id, (why, until));
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok((tokens, families))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        for event in [
+            Event::Token { jti: "a b".into(), why: Revocation::Revoked, until: 5 },
+            Event::Token { jti: "x".into(), why: Revocation::Retired, until: 7 },
+            Event::Family { id: "f1".into(), until: 9 },
+            Event::User(42),
+        ] {
+            assert_eq!(Event::decode(&event.encode()), Some(event));
+        }
+        for bad in ["", "u", "u x", "r 5", "r x id", "z 1 id"] {
+            assert_eq!(Event::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stale_mirror_does_not_cache_users() {
+        let mirror = Mirror::new();
+        let user = Arc::new(User {
+            id: 1,
+            email: "a@example.com".into(),
+            username: "a".into(),
+            password_hash: String::new(),
+            is_admin: false,
+            blocked: false,
+            created_at: 0,
+            token_version: 0,
+        });
+        mirror.fill_user(Arc::clone(&user), mirror.user_epoch());
+        assert!(mirror.cached_user(1).is_none(), "not synced yet");
+        mirror.synced.store(true, Ordering::Release);
+        let epoch = mirror.user_epoch();
+        mirror.forget_user(1);
+        mirror.fill_user(Arc::clone(&user), epoch);
+        assert!(mirror.cached_user(1).is_none(), "read before an invalidation");
+        mirror.fill_user(user, mirror.user_epoch());
+        assert!(mirror.cached_user(1).is_some());
+    }
+}

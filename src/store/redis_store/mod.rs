@@ -1,0 +1,545 @@
+//! The shared store: Redis, so several gateways behind one load balancer
+//! agree on users, revocations and login limits.
+//!
+//! Layout under the configured prefix `P` (readable with `redis-cli`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P user:<id>` | hash | the user record |
+//! | `P email:<email>` | string | the user id for a normalised email |
+//! | `P users` | set | every user id |
+//! | `P last_user_id` | string | the id counter |
+//! | `P revoked:<jti>` | string | `r <exp>` (revoked) or `t <exp>` (retired refresh token), expiring with the token |
+//! | `P family:<id>` | string | `f <exp>`: a revoked login session, expiring with it |
+//! | `P limit:...` | | login-limit counters, each with its own expiry |
+//! | `P events` | channel | changes every gateway applies to its [`mirror`] |
+//!
+//! Every write is one Lua script (atomic in Redis) that also publishes its
+//! event, and is acknowledged only after Redis answered it (and, with
+//! `wait_replicas`, after that many replicas have it). How durable an
+//! acknowledged write is on the Redis server itself is Redis's `appendonly`
+//! and `appendfsync` setting; the README says what to choose.
+//!
+//! Lookups on the request path (is this token revoked? the user record) are
+//! answered from the local [`mirror`] while it is in step with Redis, and from
+//! Redis itself otherwise. When Redis can't be reached either, the
+//! `when_unreachable` setting decides: refuse (the default), or answer from
+//! what this gateway last knew.
+
+mod mirror;
+pub(crate) mod pool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+
+use self::mirror::{entry, parse_entry, Event, Mirror};
+use self::pool::Pool;
+use super::{normalise_email, NewUser, Revocation, Store, StoreError, User, UserChange, UserId};
+use crate::config::{RedisConfig, WhenUnreachable};
+use crate::tokens::now_unix;
+
+/// Key names under the configured prefix.
+pub(crate) struct Keys {
+    prefix: String,
+    channel: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys { prefix: prefix.to_owned(), channel: format!("{prefix}events") }
+    }
+    fn user(&self, id: UserId) -> String {
+        format!("{}user:{id}", self.prefix)
+    }
+    fn user_prefix(&self) -> String {
+        format!("{}user:", self.prefix)
+    }
+    fn email(&self, email: &str) -> String {
+        format!("{}email:{email}", self.prefix)
+    }
+    fn email_prefix(&self) -> String {
+        format!("{}email:", self.prefix)
+    }
+    fn user_ids(&self) -> String {
+        format!("{}users", self.prefix)
+    }
+    fn last_user_id(&self) -> String {
+        format!("{}last_user_id", self.prefix)
+    }
+    fn token(&self, jti: &str) -> String {
+        format!("{}revoked:{jti}", self.prefix)
+    }
+    fn family(&self, id: &str) -> String {
+        format!("{}family:{id}", self.prefix)
+    }
+    fn token_pattern(&self) -> String {
+        format!("{}revoked:*", self.prefix)
+    }
+    fn family_pattern(&self) -> String {
+        format!("{}family:*", self.prefix)
+    }
+    /// A login-limit key.
+    pub(crate) fn limit(&self, rest: &str) -> String {
+        format!("{}limit:{rest}", self.prefix)
+    }
+}
+
+/// Creates a user unless the email is taken; returns the new id, or 0.
+const CREATE_USER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', ARGV[1] .. id, 'id', id, 'email', ARGV[2], 'username', ARGV[3],
+  'password_hash', ARGV[4], 'is_admin', ARGV[5], 'blocked', 0, 'created_at', ARGV[6], 'token_version', 0)
+redis.call('SET', KEYS[1], id)
+redis.call('SADD', KEYS[3], id)
+return id
+";
+
+/// Writes a whole user record with its id (migrations): 0 if the email
+/// belongs to another id.
+const IMPORT_USER: &str = r"
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then return 0 end
+local old_email = redis.call('HGET', KEYS[1], 'email')
+if old_email and old_email ~= ARGV[2] then redis.call('DEL', ARGV[10] .. old_email) end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'email', ARGV[2], 'username', ARGV[3], 'password_hash', ARGV[4],
+  'is_admin', ARGV[5], 'blocked', ARGV[6], 'created_at', ARGV[7], 'token_version', ARGV[8])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[4], ARGV[1]) end
+redis.call('PUBLISH', ARGV[9], 'u ' .. ARGV[1])
+return 1
+";
+
+/// Applies a [`UserChange`]; returns the new record, or nil if there is no such user.
+const CHANGE_USER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[1] == 'admin' then
+  redis.call('HSET', KEYS[1], 'is_admin', ARGV[2])
+elseif ARGV[1] == 'blocked' then
+  if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'blocked') ~= '1' then
+    redis.call('HINCRBY', KEYS[1], 'token_version', 1)
+  end
+  redis.call('HSET', KEYS[1], 'blocked', ARGV[2])
+else
+  redis.call('HINCRBY', KEYS[1], 'token_version', 1)
+end
+redis.call('PUBLISH', ARGV[3], 'u ' .. ARGV[4])
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Deletes a user and its email entry; 1 if it existed.
+const DELETE_USER: &str = r"
+local email = redis.call('HGET', KEYS[1], 'email')
+if not email then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', ARGV[1] .. email) == ARGV[3] then redis.call('DEL', ARGV[1] .. email) end
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[2], 'u ' .. ARGV[3])
+return 1
+";
+
+/// Stores a revocation entry until a unix time and announces it. With
+/// ARGV[5] = '1' only if the key is new (retiring a refresh token): 0 if not.
+const REVOKE: &str = r"
+if ARGV[5] == '1' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2]) then return 0 end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+pub struct RedisStore {
+    pool: Arc<Pool>,
+    mirror: Arc<Mirror>,
+    keys: Arc<Keys>,
+    when_unreachable: WhenUnreachable,
+    /// How long past a token's expiry its revocation is kept: the verification leeway.
+    grace: u64,
+    scripts: Scripts,
+    /// Runs the connection drivers and the subscriber. `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Scripts {
+    create_user: Script,
+    import_user: Script,
+    change_user: Script,
+    delete_user: Script,
+    revoke: Script,
+}
+
+impl RedisStore {
+    /// Sets up the connections and starts following Redis in the background.
+    /// It does not wait for Redis: a gateway started while Redis is down
+    /// answers 503 until Redis is back, then recovers by itself.
+    pub fn start(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
+        let password = match &config.password {
+            Some(source) => Some(
+                String::from_utf8(
+                    source
+                        .load_any_length()
+                        .map_err(|e| StoreError::Backend(e.to_string()))?
+                        .expose()
+                        .to_vec(),
+                )
+                .map_err(|_| StoreError::Backend("the redis password is not UTF-8".into()))?,
+            ),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gatehouse-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot start the redis runtime: {e}")))?;
+        let pool = Arc::new(Pool::new(config, password, runtime.handle().clone())?);
+        let mirror = Arc::new(Mirror::new());
+        let keys = Arc::new(Keys::new(&config.key_prefix));
+        runtime.spawn(mirror::follow(Arc::clone(&pool), Arc::clone(&mirror), Arc::clone(&keys)));
+        Ok(RedisStore {
+            pool,
+            mirror,
+            keys,
+            when_unreachable: config.when_unreachable,
+            grace: grace.as_secs(),
+            scripts: Scripts {
+                create_user: Script::new(CREATE_USER),
+                import_user: Script::new(IMPORT_USER),
+                change_user: Script::new(CHANGE_USER),
+                delete_user: Script::new(DELETE_USER),
+                revoke: Script::new(REVOKE),
+            },
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Waits until the local mirror is in step with Redis, for commands that
+    /// want a clear error at once rather than a gateway that recovers later.
+    pub async fn wait_until_synced(&self, patience: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        while !self.mirror.is_synced() {
+            if tokio::time::Instant::now() >= deadline {
+                // Say why, if a command can tell.
+                self.pool.query::<String>(&redis::cmd("PING")).await?;
+                return Err(StoreError::Unavailable("redis answers but the subscription is not up".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub(crate) fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// Writes a user record as it is, id included (for `gatehouse migrate`).
+    pub async fn import_user(&self, user: &User) -> Result<(), StoreError> {
+        let imported: i64 = self
+            .pool
+            .write(
+                self.scripts
+                    .import_user
+                    .key(self.keys.user(user.id))
+                    .key(self.keys.email(&user.email))
+                    .key(self.keys.user_ids())
+                    .key(self.keys.last_user_id())
+                    .arg(user.id)
+                    .arg(&user.email)
+                    .arg(&user.username)
+                    .arg(&user.password_hash)
+                    .arg(u8::from(user.is_admin))
+                    .arg(u8::from(user.blocked))
+                    .arg(user.created_at)
+                    .arg(user.token_version)
+                    .arg(&self.keys.channel)
+                    .arg(self.keys.email_prefix()),
+            )
+            .await?;
+        if imported == 0 {
+            return Err(StoreError::EmailTaken);
+        }
+        self.mirror.forget_user(user.id);
+        Ok(())
+    }
+
+    /// The answer when Redis can't be asked: an error, or with `fail_open`
+    /// what this gateway last knew (when it knows anything).
+    fn when_unreachable<T>(&self, error: StoreError, last_known: Option<T>) -> Result<T, StoreError> {
+        match (self.when_unreachable, error, last_known) {
+            (WhenUnreachable::FailOpen, StoreError::Unavailable(_), Some(answer)) => Ok(answer),
+            (_, error, _) => Err(error),
+        }
+    }
+
+    async fn fetch_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let fields: HashMap<String, String> =
+            self.pool.query(redis::cmd("HGETALL").arg(self.keys.user(id))).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        user_from_fields(&fields).map(Some)
+    }
+
+    async fn store_revocation(
+        &self,
+        key: String,
+        value: String,
+        event: Event,
+        until: u64,
+        only_if_new: bool,
+    ) -> Result<bool, StoreError> {
+        let keep_until = until.saturating_add(self.grace);
+        if keep_until <= now_unix() {
+            // The token is dead by its own expiry; there is nothing to keep.
+            return Ok(true);
+        }
+        let written: i64 = self
+            .pool
+            .write(
+                self.scripts
+                    .revoke
+                    .key(key)
+                    .arg(value)
+                    .arg(keep_until)
+                    .arg(&self.keys.channel)
+                    .arg(event.encode())
+                    .arg(if only_if_new { "1" } else { "0" }),
+            )
+            .await?;
+        if written == 1 {
+            // Our own lookups see it at once, before the event comes back.
+            self.mirror.apply(event);
+        }
+        Ok(written == 1)
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; this may run inside another runtime's task.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn user_from_fields(fields: &HashMap<String, String>) -> Result<User, StoreError> {
+    let text = |name: &str| {
+        fields.get(name).cloned().ok_or_else(|| StoreError::Corrupt(format!("user record without `{name}`")))
+    };
+    let number = |name: &str| {
+        text(name)?
+            .parse::<u64>()
+            .map_err(|_| StoreError::Corrupt(format!("user record `{name}` is not a number")))
+    };
+    Ok(User {
+        id: number("id")?,
+        email: text("email")?,
+        username: text("username")?,
+        password_hash: text("password_hash")?,
+        is_admin: number("is_admin")? == 1,
+        blocked: number("blocked")? == 1,
+        created_at: number("created_at")?,
+        token_version: number("token_version")?,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let email = normalise_email(&new.email);
+        let created_at = now_unix();
+        let id: u64 = self
+            .pool
+            .write(
+                self.scripts
+                    .create_user
+                    .key(self.keys.email(&email))
+                    .key(self.keys.last_user_id())
+                    .key(self.keys.user_ids())
+                    .arg(self.keys.user_prefix())
+                    .arg(&email)
+                    .arg(&new.username)
+                    .arg(&new.password_hash)
+                    .arg(u8::from(new.is_admin))
+                    .arg(created_at),
+            )
+            .await?;
+        if id == 0 {
+            return Err(StoreError::EmailTaken);
+        }
+        Ok(User {
+            id,
+            email,
+            username: new.username,
+            password_hash: new.password_hash,
+            is_admin: new.is_admin,
+            blocked: false,
+            created_at,
+            token_version: 0,
+        })
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+        if self.mirror.is_synced() {
+            if let Some(user) = self.mirror.cached_user(id) {
+                return Ok(Some(user));
+            }
+        }
+        let epoch = self.mirror.user_epoch();
+        match self.fetch_user(id).await {
+            Ok(Some(user)) => {
+                let user = Arc::new(user);
+                self.mirror.fill_user(Arc::clone(&user), epoch);
+                Ok(Some(user))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => self.when_unreachable(e, self.mirror.cached_user(id).map(Some)),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        let id: Option<u64> =
+            self.pool.query(redis::cmd("GET").arg(self.keys.email(&normalise_email(email)))).await?;
+        match id {
+            Some(id) => self.user(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let mut ids: Vec<u64> = self.pool.query(redis::cmd("SMEMBERS").arg(self.keys.user_ids())).await?;
+        ids.sort_unstable();
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.hgetall(self.keys.user(*id));
+        }
+        let records: Vec<HashMap<String, String>> = self.pool.pipeline(&pipeline).await?;
+        // A user deleted between the two reads has an empty record.
+        records.iter().filter(|fields| !fields.is_empty()).map(user_from_fields).collect()
+    }
+
+    async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
+        let (operation, value) = match change {
+            UserChange::SetAdmin(admin) => ("admin", u8::from(admin)),
+            UserChange::SetBlocked(blocked) => ("blocked", u8::from(blocked)),
+            UserChange::RevokeAllTokens => ("revoke_all", 0),
+        };
+        let fields: Option<HashMap<String, String>> = self
+            .pool
+            .write(
+                self.scripts
+                    .change_user
+                    .key(self.keys.user(id))
+                    .arg(operation)
+                    .arg(value)
+                    .arg(&self.keys.channel)
+                    .arg(id),
+            )
+            .await?;
+        self.mirror.forget_user(id);
+        fields.as_ref().map(user_from_fields).transpose()
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let existed: i64 = self
+            .pool
+            .write(
+                self.scripts
+                    .delete_user
+                    .key(self.keys.user(id))
+                    .key(self.keys.user_ids())
+                    .arg(self.keys.email_prefix())
+                    .arg(&self.keys.channel)
+                    .arg(id),
+            )
+            .await?;
+        self.mirror.forget_user(id);
+        Ok(existed == 1)
+    }
+
+    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        let event = Event::Token { jti: jti.to_owned(), why: Revocation::Revoked, until: expires_at };
+        self.store_revocation(
+            self.keys.token(jti),
+            entry(Revocation::Revoked, expires_at),
+            event,
+            expires_at,
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn revocation(&self, jti: &str) -> Result<Option<Revocation>, StoreError> {
+        if self.mirror.is_synced() {
+            return Ok(self.mirror.revocation(jti));
+        }
+        match self.pool.query::<Option<String>>(redis::cmd("GET").arg(self.keys.token(jti))).await {
+            Ok(value) => Ok(value.as_deref().and_then(parse_entry).map(|(why, _)| why)),
+            Err(e) => self.when_unreachable(e, Some(self.mirror.revocation(jti))),
+        }
+    }
+
+    async fn retire(&self, jti: &str, expires_at: u64) -> Result<bool, StoreError> {
+        let event = Event::Token { jti: jti.to_owned(), why: Revocation::Retired, until: expires_at };
+        self.store_revocation(
+            self.keys.token(jti),
+            entry(Revocation::Retired, expires_at),
+            event,
+            expires_at,
+            true,
+        )
+        .await
+    }
+
+    async fn revoke_family(&self, family: &str, expires_at: u64) -> Result<(), StoreError> {
+        let event = Event::Family { id: family.to_owned(), until: expires_at };
+        self.store_revocation(self.keys.family(family), format!("f {expires_at}"), event, expires_at, false)
+            .await
+            .map(drop)
+    }
+
+    async fn is_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        if self.mirror.is_synced() {
+            return Ok(self.mirror.is_family_revoked(family));
+        }
+        match self.pool.query::<bool>(redis::cmd("EXISTS").arg(self.keys.family(family))).await {
+            Ok(revoked) => Ok(revoked),
+            Err(e) => self.when_unreachable(e, Some(self.mirror.is_family_revoked(family))),
+        }
+    }
+
+    async fn revoked_count(&self) -> Result<usize, StoreError> {
+        Ok(self.mirror.len())
+    }
+
+    async fn purge_expired_revocations(&self, now: u64) -> Result<usize, StoreError> {
+        // Redis expires its own entries; this trims the local mirror.
+        Ok(self.mirror.purge(now))
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        if !self.mirror.is_synced() {
+            return Err(StoreError::Unavailable(
+                "not in step with redis (subscription down or loading)".into(),
+            ));
+        }
+        self.pool.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.pool.is_reachable()
+    }
+}

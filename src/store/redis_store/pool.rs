@@ -1,0 +1,279 @@
+//! Connections to Redis: a few multiplexed connections used in turn, each
+//! re-opened when it fails, to one server (`url`) or to whichever server a set
+//! of Sentinels names as master (so a failover is followed).
+//!
+//! redis-rs pipelines every command of a multiplexed connection over one TCP
+//! stream; a handful of them spread the load over Redis's I/O threads and keep
+//! one slow reply from holding up every request. A connection that failed is
+//! not retried for [`RECONNECT_PAUSE`], so an outage costs each request one
+//! fast error instead of a connect timeout.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo, RedisError};
+
+use crate::config::{RedisConfig, RedisTarget};
+use crate::store::StoreError;
+
+/// How long a failed connection slot waits before it tries to connect again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Where connections go.
+enum Target {
+    Server(Box<Client>),
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+pub(crate) struct Pool {
+    target: Target,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    options: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    /// The runtime connection drivers run on: the store's own, so they outlive
+    /// whichever task happened to open them.
+    runtime: tokio::runtime::Handle,
+    /// Whether the last command or health ping got an answer.
+    reachable: AtomicBool,
+    wait_replicas: u32,
+    wait_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: ArcSwapOption<MultiplexedConnection>,
+    /// Held while (re)connecting; remembers when the last attempt failed.
+    reconnect: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        config: &RedisConfig,
+        password: Option<String>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Pool, StoreError> {
+        let invalid = |e: RedisError| StoreError::Backend(format!("redis settings: {}", describe(&e)));
+        let mut settings = redis::RedisConnectionInfo::default().set_db(config.db);
+        if let Some(username) = &config.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &password {
+            settings = settings.set_password(password);
+        }
+        let target = match &config.target {
+            RedisTarget::Url(url) => {
+                let info = url.as_str().into_connection_info().map_err(invalid)?;
+                let info = info.set_redis_settings(settings);
+                let client = match &config.tls_ca_file {
+                    Some(path) => {
+                        let root_cert = std::fs::read(path).map_err(|e| {
+                            StoreError::Backend(format!(
+                                "cannot read store.redis.tls_ca_file {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        Client::build_with_tls(
+                            info,
+                            redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+                        )
+                    }
+                    None => Client::open(info),
+                }
+                .map_err(invalid)?;
+                Target::Server(Box::new(client))
+            }
+            RedisTarget::Sentinel { sentinels, master_name, tls } => {
+                let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+                if *tls {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let client = SentinelClient::build(
+                    sentinels.clone(),
+                    master_name.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(invalid)?;
+                Target::Sentinel(Arc::new(tokio::sync::Mutex::new(client)))
+            }
+        };
+        let options = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        Ok(Pool {
+            target,
+            slots: (0..config.pool_size).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            options,
+            connect_timeout: config.connect_timeout,
+            runtime,
+            reachable: AtomicBool::new(false),
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
+        })
+    }
+
+    pub(crate) fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// A client for the current master: the configured server, or whichever
+    /// one the Sentinels name right now.
+    pub(crate) async fn client(&self) -> Result<Client, StoreError> {
+        match &self.target {
+            Target::Server(client) => Ok((**client).clone()),
+            Target::Sentinel(sentinel) => {
+                let sentinel = Arc::clone(sentinel);
+                let lookup = async move { sentinel.lock().await.async_get_client().await };
+                match tokio::time::timeout(self.connect_timeout * 2, lookup).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(unreachable(&e)),
+                    Err(_) => Err(StoreError::Unavailable("no Sentinel named a master in time".into())),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The next connection in turn, opened if needed.
+    async fn connection(&self) -> Result<(usize, MultiplexedConnection), StoreError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[index];
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((index, (*connection).clone()));
+        }
+        let mut last_failure = slot.reconnect.lock().await;
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((index, (*connection).clone()));
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE) {
+            return Err(StoreError::Unavailable("redis is unreachable (retrying shortly)".into()));
+        }
+        match self.open().await {
+            Ok(connection) => {
+                slot.connection.store(Some(Arc::new(connection.clone())));
+                *last_failure = None;
+                Ok((index, connection))
+            }
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                self.set_reachable(false);
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<MultiplexedConnection, StoreError> {
+        let client = self.client().await?;
+        let options = self.options.clone();
+        // The connection's driver task lives on the store's runtime.
+        let opening = self
+            .runtime
+            .spawn(async move { client.get_multiplexed_async_connection_with_config(&options).await });
+        match opening.await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(unreachable(&e)),
+            Err(e) => Err(StoreError::Unavailable(format!("redis connection task failed: {e}"))),
+        }
+    }
+
+    /// Runs `run` on a pooled connection. A failure that means the connection
+    /// is gone (or now points at a replica after a failover) retires it.
+    async fn with_connection<T, F>(&self, run: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
+    {
+        let (index, mut connection) = self.connection().await?;
+        match run(&mut connection).await {
+            Ok(value) => {
+                self.set_reachable(true);
+                Ok(value)
+            }
+            Err(e) => {
+                let lost = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
+                    || e.code() == Some("READONLY");
+                if lost {
+                    self.slots[index].connection.store(None);
+                    self.set_reachable(false);
+                    Err(unreachable(&e))
+                } else {
+                    Err(StoreError::Backend(format!("redis: {}", describe(&e))))
+                }
+            }
+        }
+    }
+
+    /// One command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, StoreError> {
+        self.with_connection(async |c| command.query_async(c).await).await
+    }
+
+    /// Several commands in one round trip (not atomic).
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.with_connection(async |c| pipeline.query_async(c).await).await
+    }
+
+    /// A Lua script: atomic on the server.
+    pub(crate) async fn script<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.with_connection(async |c| invocation.invoke_async(c).await).await
+    }
+
+    /// A write that clients will be told succeeded: runs it, then, when
+    /// replicas are required, waits until that many confirm it (`WAIT` covers
+    /// every earlier write on the same connection).
+    pub(crate) async fn write<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let (wanted, timeout) = (self.wait_replicas, self.wait_timeout);
+        self.with_connection(async |c| {
+            let value = invocation.invoke_async(c).await?;
+            if wanted > 0 {
+                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                let confirmed: u32 = redis::cmd("WAIT").arg(wanted).arg(millis).query_async(c).await?;
+                if confirmed < wanted {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "too few replicas confirmed the write",
+                        format!("{confirmed} of {wanted} within {timeout:?}"),
+                    )));
+                }
+            }
+            Ok(value)
+        })
+        .await
+    }
+}
+
+/// A redis-rs error as text, without the connection details it may carry.
+fn describe(e: &RedisError) -> String {
+    let text = e.to_string();
+    // redis-rs never puts passwords in errors, but URLs can reach them through
+    // parse failures; keep only the first line.
+    text.lines().next().unwrap_or("unknown error").to_owned()
+}
+
+fn unreachable(e: &RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis is unreachable: {}", describe(e)))
+}
