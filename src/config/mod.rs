@@ -905,20 +905,21 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
         Some(db) => db.into_inner(),
         None => 0,
     };
-    let when_unreachable =
-        match section.when_unreachable {
-            None => WhenUnreachable::FailClosed,
-            Some(choice) => match choice.get_ref().as_str() {
-                "fail_closed" => WhenUnreachable::FailClosed,
-                "fail_open" => WhenUnreachable::FailOpen,
-                other => return Err(Invalid::at(
+    let when_unreachable = match section.when_unreachable {
+        None => WhenUnreachable::FailClosed,
+        Some(choice) => match choice.get_ref().as_str() {
+            "fail_closed" => WhenUnreachable::FailClosed,
+            "fail_open" => WhenUnreachable::FailOpen,
+            other => {
+                return Err(Invalid::at(
                     &choice,
                     format!(
                         "store.redis.when_unreachable `{other}`: expected \"fail_closed\" or \"fail_open\""
                     ),
-                )),
-            },
-        };
+                ))
+            }
+        },
+    };
     let positive = |value: Option<Spanned<String>>, default: Duration, key: &str| {
         let span = value.as_ref().map_or(0..0, Spanned::span);
         let duration = duration_or(value, default)?;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod redis;
+
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
@@ -140,6 +142,8 @@ pub struct Options {
     /// Upstream addresses instead of the one test upstream.
     pub upstreams: Option<Vec<String>>,
     pub seed_admin: bool,
+    /// The HS256 secret, to share one between gateways; random if `None`.
+    pub jwt_secret: Option<String>,
 }
 
 impl Options {
@@ -163,6 +167,7 @@ impl Default for Options {
             head: String::new(),
             upstreams: None,
             seed_admin: true,
+            jwt_secret: None,
         }
     }
 }
@@ -250,7 +255,7 @@ impl Gateway {
             addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             config_path: PathBuf::new(),
-            jwt_secret: random_secret(),
+            jwt_secret: options.jwt_secret.clone().unwrap_or_else(random_secret),
             admin_token: random_secret(),
             http: reqwest::blocking::Client::builder()
                 .no_proxy()

@@ -205,11 +205,14 @@ pub(crate) async fn follow(pool: Arc<Pool>, mirror: Arc<Mirror>, keys: Arc<Keys>
         match subscribe_and_follow(&pool, &mirror, &keys).await {
             Ok(()) => {}
             Err(e) => {
-                if mirror.is_synced() || pool.is_reachable() {
+                let was_synced = mirror.is_synced();
+                mirror.set_stale();
+                if was_synced {
                     tracing::warn!(error = %e, "redis subscription lost; every lookup goes to redis until it is back");
                 }
-                mirror.set_stale();
-                pool.set_reachable(false);
+                // Only the subscription, or Redis itself? A command tells
+                // (and marks the store unreachable if it fails).
+                let _ = pool.query::<redis::Value>(&redis::cmd("PING")).await;
             }
         }
         tokio::time::sleep(pause).await;

@@ -1,0 +1,319 @@
+//! Several gateways on one Redis: users, revocations and login limits are
+//! shared, a revocation on one gateway is refused on the others within a
+//! second, and a Redis outage is handled as documented (fail closed by
+//! default, 503 from the built-in endpoints, not ready) and recovered from
+//! without losing anything Redis acknowledged.
+
+// Tests assert by unwrapping: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{Gateway, Options, Upstream, ADMIN_EMAIL};
+use serde_json::{json, Value};
+
+/// Two gateways sharing `redis` and one signing secret. A seeds the admin.
+fn pair(upstream: &Upstream, redis: &RedisServer, store: &str, extra: &str) -> (Gateway, Gateway) {
+    let options = || {
+        Options { extra: extra.to_owned(), ..Options::default() }.with_store_extra(&redis.store_lines(store))
+    };
+    let a = Gateway::start(upstream, options());
+    let b = Gateway::start(
+        upstream,
+        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..options() },
+    );
+    (a, b)
+}
+
+/// Polls `check` every 10 ms until it holds; how long that took, or `None`
+/// if it didn't within `limit`.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
+    (answer.0, answer.1["error"].as_str())
+}
+
+#[test]
+fn a_user_registered_on_one_gateway_logs_in_on_the_other() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let (a, b) = pair(&upstream, &redis, "", "");
+    let created = a.register("ann@example.com", "ann", "ann-password-1");
+    let (access, refresh) = b.login("ann@example.com", "ann-password-1");
+    assert_eq!(a.get("/item/chair", Some(&access)).0, 200, "B's token works on A");
+    assert_eq!(b.get("/item/chair", Some(&access)).0, 200);
+    // The admin seeded through the CLI on A's config exists for B too.
+    let (admin, _) = b.admin_login();
+    let (status, shown) = a.get(&format!("/user/{}", created["id"]), Some(&admin));
+    assert_eq!((status, shown["email"].as_str()), (200, Some("ann@example.com")));
+    // The email is taken on both.
+    let (status, body) = b.post(
+        "/register",
+        None,
+        json!({"email": "ANN@example.com", "username": "x", "password": "pw-123456789"}),
+    );
+    assert_eq!((status, body["error"].as_str()), (409, Some("email_taken")));
+    // Refresh rotation is shared: a refresh token used on A is spent on B.
+    let (status, _) = a.post("/refresh", Some(&refresh), Value::Null);
+    assert_eq!(status, 200);
+    let replay = b.post("/refresh", Some(&refresh), Value::Null);
+    assert_eq!(error_of(&replay), (401, Some("refresh_token_reused")));
+}
+
+#[test]
+fn a_logout_on_one_gateway_is_refused_on_the_other_within_a_second() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let (a, b) = pair(&upstream, &redis, "", "");
+    a.register("bob@example.com", "bob", "bob-password-1");
+    for round in 0..5 {
+        let (access, _) = a.login("bob@example.com", "bob-password-1");
+        assert_eq!(a.get("/item/chair", Some(&access)).0, 200, "round {round}: A knows the token is good");
+        assert_eq!(b.post("/logout", Some(&access), Value::Null).0, 200);
+        let took = within(Duration::from_secs(1), || {
+            error_of(&a.get("/item/chair", Some(&access))) == (401, Some("token_revoked"))
+        });
+        assert!(took.is_some(), "round {round}: A still accepts a token B revoked a second ago");
+    }
+
+    // Each revocation expires in Redis with its token (15 minutes here, no leeway).
+    let keys = redis.cli(&["--scan", "--pattern", "gatehouse:revoked:*"]);
+    assert_eq!(keys.lines().count(), 5, "{keys}");
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["TTL", key]).trim().parse().unwrap();
+        assert!((850..=900).contains(&ttl), "{key} expires in {ttl} s");
+    }
+
+    // "Log out everywhere" on B bumps the user's token version: A drops its cached record.
+    let (first, _) = a.login("bob@example.com", "bob-password-1");
+    let (second, _) = b.login("bob@example.com", "bob-password-1");
+    assert_eq!(a.get("/item/chair", Some(&first)).0, 200);
+    assert_eq!(b.post("/logout", Some(&second), json!({"everywhere": true})).0, 200);
+    let took = within(Duration::from_secs(1), || a.get("/item/chair", Some(&first)).0 == 401);
+    assert!(took.is_some(), "A still accepts a token after logout-everywhere on B");
+
+    // A block through the CLI (straight to Redis, no gateway involved) reaches both.
+    let (access, _) = a.login("bob@example.com", "bob-password-1");
+    assert_eq!(b.get("/item/chair", Some(&access)).0, 200);
+    let out = a.cli(&["user", "block", "bob@example.com"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for gateway in [&a, &b] {
+        let took = within(Duration::from_secs(1), || {
+            error_of(&gateway.get("/item/chair", Some(&access))) == (403, Some("account_blocked"))
+        });
+        assert!(took.is_some(), "a blocked user's token still works on {}", gateway.addr);
+    }
+}
+
+#[test]
+fn a_dropped_subscription_is_resynced_not_trusted() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let (a, b) = pair(&upstream, &redis, "", "");
+    for round in 0..3 {
+        let (access, _) = a.admin_login();
+        let (status, body) = a.get("/item/chair", Some(&access));
+        assert_eq!(status, 200, "round {round}: {body} {}", a.log());
+        // Cut every subscription, then revoke at once: the event is published
+        // while A is not listening, so A can only learn of it by asking Redis.
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(b.post("/logout", Some(&access), Value::Null).0, 200);
+        let took = within(Duration::from_secs(1), || {
+            error_of(&a.get("/item/chair", Some(&access))) == (401, Some("token_revoked"))
+        });
+        assert!(took.is_some(), "round {round}: A trusted its copy after losing the subscription");
+    }
+    assert!(a.log().contains("redis subscription lost"), "{}", a.log());
+    // And it recovers: ready again, with the revocations it missed.
+    let ready = within(Duration::from_secs(5), || {
+        a.http.get(format!("http://{}/readyz", a.admin_addr)).send().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ready.is_some(), "A did not resubscribe");
+}
+
+#[test]
+fn login_limits_count_across_gateways() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let limits =
+        "[limits]\nlogin_per_ip_per_minute = 6\nfailures_before_backoff = 2\nmax_backoff = \"30s\"\n";
+    let (a, b) = pair(&upstream, &redis, "", limits);
+    let wrong = json!({"email": ADMIN_EMAIL, "password": "wrong-password"});
+    // Two wrong passwords, one on each gateway: backoff starts for this account and IP on both.
+    assert_eq!(error_of(&a.post("/login", None, wrong.clone())), (401, Some("invalid_credentials")));
+    assert_eq!(error_of(&b.post("/login", None, wrong.clone())), (401, Some("invalid_credentials")));
+    for gateway in [&a, &b] {
+        let (status, body) = gateway.post("/login", None, json!({"email": ADMIN_EMAIL, "password": "x"}));
+        assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{}", gateway.addr);
+    }
+    // The per-IP budget (6 a minute) is shared too: 4 attempts used, 2 left in all.
+    let other = json!({"email": "nobody@example.com", "password": "x"});
+    assert_eq!(a.post("/login", None, other.clone()).0, 401);
+    assert_eq!(b.post("/login", None, other.clone()).0, 401);
+    let (status, body) = a.post("/login", None, other.clone());
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(b.post("/login", None, other).0, 429);
+    // The counters live in Redis with an expiry: nothing grows without bound.
+    let keys = redis.cli(&["--scan", "--pattern", "gatehouse:limit:*"]);
+    assert!(keys.lines().count() >= 2, "{keys}");
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
+}
+
+#[test]
+fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
+    let upstream = Upstream::start();
+    let mut redis = RedisServer::start();
+    let (a, b) = pair(&upstream, &redis, "", "");
+    a.register("cat@example.com", "cat", "cat-password-1");
+    let (revoked, _) = a.login("cat@example.com", "cat-password-1");
+    let (good, _) = b.login("cat@example.com", "cat-password-1");
+    assert_eq!(b.post("/logout", Some(&revoked), Value::Null).0, 200);
+    assert_eq!(a.get("/item/chair", Some(&good)).0, 200);
+
+    redis.kill();
+    // Noticed within the ping interval plus the command timeout.
+    let noticed = within(Duration::from_secs(2), || {
+        error_of(&a.get("/item/chair", Some(&good))) == (503, Some("store_unavailable"))
+    });
+    assert!(noticed.is_some(), "A kept serving without its store (fail_closed is the default)");
+    for gateway in [&a, &b] {
+        let (status, body) = gateway.get("/item/chair", Some(&good));
+        assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.contains("redis://")), "{body}");
+        let login =
+            gateway.post("/login", None, json!({"email": "cat@example.com", "password": "cat-password-1"}));
+        assert_eq!(error_of(&login), (503, Some("store_unavailable")));
+        let register = gateway.post(
+            "/register",
+            None,
+            json!({"email": "d@example.com", "username": "d", "password": "pw-123456789"}),
+        );
+        assert_eq!(error_of(&register), (503, Some("store_unavailable")));
+        let ready = gateway.http.get(format!("http://{}/readyz", gateway.admin_addr)).send().unwrap();
+        assert_eq!(ready.status(), 503);
+        // Anonymous requests on optional routes need no store.
+        assert_eq!(gateway.get("/items", None).0, 200);
+    }
+
+    redis.restart();
+    for gateway in [&a, &b] {
+        let back = within(Duration::from_secs(10), || gateway.get("/item/chair", Some(&good)).0 == 200);
+        assert!(back.is_some(), "{} did not recover: {}", gateway.addr, gateway.log());
+        let (status, body) = gateway.get("/item/chair", Some(&revoked));
+        assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")), "a revocation was lost");
+        let ready = within(Duration::from_secs(5), || {
+            gateway
+                .http
+                .get(format!("http://{}/readyz", gateway.admin_addr))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        assert!(ready.is_some());
+    }
+    // A gateway that never saw the revocation learns it from Redis alone.
+    let c = Gateway::start(
+        &upstream,
+        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..Options::default() }
+            .with_store_extra(&redis.store_lines("")),
+    );
+    assert_eq!(error_of(&c.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
+    let (status, body) = c.get("/item/chair", Some(&good));
+    assert_eq!(status, 200, "{body}");
+    c.login("cat@example.com", "cat-password-1");
+}
+
+#[test]
+fn fail_open_serves_known_tokens_during_an_outage_but_never_revoked_ones() {
+    let upstream = Upstream::start();
+    let mut redis = RedisServer::start();
+    let (a, b) = pair(&upstream, &redis, "when_unreachable = \"fail_open\"", "");
+    let (revoked, _) = a.admin_login();
+    let (good, _) = a.admin_login();
+    assert_eq!(b.post("/logout", Some(&revoked), Value::Null).0, 200);
+    assert_eq!(a.get("/item/chair", Some(&good)).0, 200, "A caches the account");
+    assert!(within(Duration::from_secs(1), || a.get("/item/chair", Some(&revoked)).0 == 401).is_some());
+
+    redis.kill();
+    let noticed = within(Duration::from_secs(2), || {
+        a.http.get(format!("http://{}/readyz", a.admin_addr)).send().is_ok_and(|r| r.status() == 503)
+    });
+    assert!(noticed.is_some(), "A did not notice the outage");
+    assert_eq!(a.get("/item/chair", Some(&good)).0, 200, "fail_open: a known, unrevoked token passes");
+    assert_eq!(error_of(&a.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
+    // Built-in endpoints still refuse: they would have to write.
+    let login = a.post("/login", None, json!({"email": ADMIN_EMAIL, "password": "whatever"}));
+    assert_eq!(error_of(&login), (503, Some("store_unavailable")));
+    assert_eq!(error_of(&a.post("/logout", Some(&good), Value::Null)), (503, Some("store_unavailable")));
+    redis.restart();
+    assert!(
+        within(Duration::from_secs(10), || a.post("/logout", Some(&good), Value::Null).0 == 200).is_some()
+    );
+}
+
+#[test]
+fn migrate_copies_users_and_live_revocations_from_sled() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let mut old = Gateway::start(&upstream, Options::default());
+    let ann = old.register("ann@example.com", "ann", "ann-password-1");
+    let (kept, _) = old.login("ann@example.com", "ann-password-1");
+    let (revoked, refresh) = old.login("ann@example.com", "ann-password-1");
+    assert_eq!(old.post("/logout", Some(&revoked), json!({"refresh_token": refresh})).0, 200);
+    old.terminate();
+
+    let data = old.dir.path().join("data");
+    let out = old.cli(
+        &[
+            "migrate",
+            "--from",
+            &format!("sled:{}", data.display()),
+            "--to",
+            &format!("redis:{}", redis.url()),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("migrated 2 users and 2 live revocations"), "{said}");
+
+    // The same secret on Redis: tokens issued before the move behave as before.
+    let new = Gateway::start(
+        &upstream,
+        Options { seed_admin: false, jwt_secret: Some(old.jwt_secret.clone()), ..Options::default() }
+            .with_store_extra(&redis.store_lines("")),
+    );
+    assert_eq!(new.get("/item/chair", Some(&kept)).0, 200);
+    assert_eq!(error_of(&new.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
+    new.login("ann@example.com", "ann-password-1");
+    new.admin_login();
+    // New accounts continue after the migrated ids.
+    let next = new.register("bea@example.com", "bea", "bea-password-1");
+    assert!(next["id"].as_u64() > ann["id"].as_u64(), "{next}");
+    // Running it again changes nothing and fails nothing.
+    let again = old.cli(
+        &[
+            "migrate",
+            "--from",
+            &format!("sled:{}", data.display()),
+            "--to",
+            &format!("redis:{}", redis.url()),
+        ],
+        "",
+    );
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+}
