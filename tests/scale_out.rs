@@ -317,3 +317,43 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     );
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
+
+#[test]
+fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
+    let upstream = Upstream::start();
+    let password = "s3cret-redis-password";
+    let redis = RedisServer::start_tls_with_password(password);
+    let password_file = redis.dir.path().join("redis.password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let tls = format!(
+        "tls_ca_file = \"{}\"\npassword_file = \"{}\"",
+        redis.ca_path().display(),
+        password_file.display()
+    );
+    let (a, b) = pair(&upstream, &redis, &tls, "");
+    a.register("tls@example.com", "tls", "tls-password-1");
+    let (access, _) = b.login("tls@example.com", "tls-password-1");
+    assert_eq!(b.post("/logout", Some(&access), Value::Null).0, 200);
+    assert!(within(Duration::from_secs(1), || a.get("/item/chair", Some(&access)).0 == 401).is_some());
+
+    // A wrong password: not ready, a clear log line, and the password nowhere.
+    std::fs::write(&password_file, "not-the-password").unwrap();
+    let wrong = Gateway::start(
+        &upstream,
+        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..Options::default() }
+            .with_store_extra(&redis.store_lines(&tls)),
+    );
+    let (status, body) = wrong.get("/item/chair", Some(&access));
+    assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
+    let ready = wrong.http.get(format!("http://{}/readyz", wrong.admin_addr)).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let log = wrong.log();
+    assert!(log.contains("redis"), "{log}");
+    for gateway in [&a, &b, &wrong] {
+        assert!(
+            !gateway.log().contains(password) && !gateway.log().contains("not-the-password"),
+            "{}",
+            gateway.log()
+        );
+    }
+}

@@ -5,8 +5,6 @@
 //! when a revocation must survive a Redis crash, so a SIGKILL loses nothing
 //! Redis acknowledged.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,19 +12,70 @@ use super::free_port;
 
 pub struct RedisServer {
     pub port: u16,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `redis-server` arguments.
+    args: Vec<String>,
+    /// Extra `redis-cli` arguments (TLS) and its password.
+    cli_args: Vec<String>,
+    password: Option<String>,
+    tls: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut server = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let mut server = RedisServer::new();
         server.spawn();
         server
     }
 
+    fn new() -> RedisServer {
+        RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            args: Vec::new(),
+            cli_args: Vec::new(),
+            password: None,
+            tls: false,
+        }
+    }
+
+    /// TLS only (a certificate for 127.0.0.1, written to `ca.pem` in its
+    /// directory) and a password.
+    pub fn start_tls_with_password(password: &str) -> RedisServer {
+        let mut server = RedisServer::new();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert_path, key_path) = (server.ca_path(), server.dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let (cert_path, key_path) = (cert_path.display().to_string(), key_path.display().to_string());
+        server.args = vec![
+            "--tls-port".into(),
+            server.port.to_string(),
+            "--tls-cert-file".into(),
+            cert_path.clone(),
+            "--tls-key-file".into(),
+            key_path,
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            password.into(),
+        ];
+        server.cli_args = vec!["--tls".into(), "--cacert".into(), cert_path];
+        server.password = Some(password.to_owned());
+        server.tls = true;
+        server.spawn();
+        server
+    }
+
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// `[store]` lines for a test gateway on this Redis.
@@ -38,8 +87,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        let plain_port = if self.tls { "0".to_owned() } else { self.port.to_string() };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--port", &plain_port, "--bind", "127.0.0.1", "--save", ""])
+            .args(&self.args)
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -64,13 +115,16 @@ impl RedisServer {
 
     /// Whether Redis answers a PING now.
     pub fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
+        self.cli_command().arg("PING").output().is_ok_and(|out| out.stdout.starts_with(b"PONG"))
+    }
+
+    fn cli_command(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]).args(&self.cli_args);
+        if let Some(password) = &self.password {
+            command.env("REDISCLI_AUTH", password);
         }
-        let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        command
     }
 
     /// SIGKILL: Redis gets no chance to save anything more.
@@ -89,7 +143,7 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server; returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let out = self.cli_command().args(args).output().unwrap();
         assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

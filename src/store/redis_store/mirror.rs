@@ -201,6 +201,7 @@ impl Mirror {
 /// pause, and start over.
 pub(crate) async fn follow(pool: Arc<Pool>, mirror: Arc<Mirror>, keys: Arc<Keys>) {
     let mut pause = Duration::from_millis(50);
+    let mut first = true;
     loop {
         match subscribe_and_follow(&pool, &mirror, &keys).await {
             Ok(()) => {}
@@ -209,7 +210,10 @@ pub(crate) async fn follow(pool: Arc<Pool>, mirror: Arc<Mirror>, keys: Arc<Keys>
                 mirror.set_stale();
                 if was_synced {
                     tracing::warn!(error = %e, "redis subscription lost; every lookup goes to redis until it is back");
+                } else if first {
+                    tracing::warn!(error = %e, "cannot follow redis yet; retrying (requests needing the store get 503 meanwhile)");
                 }
+                first = false;
                 // Only the subscription, or Redis itself? A command tells
                 // (and marks the store unreachable if it fails).
                 let _ = pool.query::<redis::Value>(&redis::cmd("PING")).await;

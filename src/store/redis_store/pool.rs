@@ -275,5 +275,5 @@ fn describe(e: &RedisError) -> String {
 }
 
 fn unreachable(e: &RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis is unreachable: {}", describe(e)))
+    StoreError::Unavailable(format!("cannot reach redis: {}", describe(e)))
 }
