@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{RedisServer, Sentinel};
 use common::{Gateway, Options, Upstream, ADMIN_EMAIL};
 use serde_json::{json, Value};
 
@@ -356,4 +356,48 @@ fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
             gateway.log()
         );
     }
+}
+
+#[test]
+fn sentinel_failover_keeps_every_acknowledged_write() {
+    let upstream = Upstream::start();
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&master);
+    let sentinel = Sentinel::start(&master);
+    // wait_replicas = 1: a write is acknowledged only once the replica has it,
+    // so promoting the replica loses nothing a client was told succeeded.
+    let store = format!(
+        "backend = \"redis\"\n[store.redis]\nsentinels = [\"redis://127.0.0.1:{}\"]\nmaster_name = \"gatehouse\"\n\
+         wait_replicas = 1\nwait_timeout = \"100ms\"\ncommand_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\n",
+        sentinel.port
+    );
+    let gw = Gateway::start(&upstream, Options::default().with_store_extra(&store));
+    gw.register("sam@example.com", "sam", "sam-password-1");
+    let (revoked, _) = gw.login("sam@example.com", "sam-password-1");
+    let (good, _) = gw.login("sam@example.com", "sam-password-1");
+    assert_eq!(gw.post("/logout", Some(&revoked), Value::Null).0, 200);
+
+    master.kill();
+    let promoted = within(Duration::from_secs(30), || sentinel.master_port() == replica.port.to_string());
+    assert!(promoted.is_some(), "sentinel did not fail over");
+    let back = within(Duration::from_secs(15), || gw.get("/item/chair", Some(&good)).0 == 200);
+    assert!(back.is_some(), "the gateway did not follow the failover: {}", gw.log());
+    assert_eq!(error_of(&gw.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
+    gw.login("sam@example.com", "sam-password-1");
+    // No replica is left to confirm a write: it is not acknowledged. (Redis
+    // has applied it all the same: WAIT confirms, it does not roll back.)
+    let (status, body) = gw.post("/logout", Some(&good), Value::Null);
+    assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
+    // The old master comes back; Sentinel makes it a replica of the new one,
+    // and writes are acknowledged again, on the new master.
+    master.restart();
+    let following = within(Duration::from_secs(40), || {
+        let info = master.cli(&["INFO", "replication"]);
+        info.contains("role:slave") && info.contains("master_link_status:up")
+    });
+    assert!(following.is_some(), "sentinel did not turn the old master into a replica");
+    let (fresh, _) = gw.login("sam@example.com", "sam-password-1");
+    let (status, body) = gw.post("/logout", Some(&fresh), Value::Null);
+    assert_eq!(status, 200, "{body}");
+    assert!(replica.cli(&["--scan", "--pattern", "gatehouse:revoked:*"]).lines().count() >= 3);
 }

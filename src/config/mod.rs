@@ -227,7 +227,7 @@ impl RedisConfig {
             command_timeout: Duration::from_millis(500),
             when_unreachable: WhenUnreachable::FailClosed,
             wait_replicas: 0,
-            wait_timeout: Duration::from_millis(500),
+            wait_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -932,6 +932,17 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
         (None, None) => None,
         (env, file) => Some(secret_source(env, file, "", base, "redis password")),
     };
+    let command_timeout = positive(section.command_timeout, Duration::from_millis(500), "command_timeout")?;
+    let wait_span = section.wait_timeout.as_ref().map_or(span.clone(), Spanned::span);
+    let wait_timeout = positive(section.wait_timeout, Duration::from_millis(250), "wait_timeout")?;
+    let wait_replicas = section.wait_replicas.unwrap_or(0);
+    if wait_replicas > 0 && wait_timeout >= command_timeout {
+        return Err(Invalid {
+            span: wait_span,
+            message: "store.redis.wait_timeout must be shorter than command_timeout: WAIT is one command"
+                .into(),
+        });
+    }
     Ok(RedisConfig {
         target,
         db,
@@ -941,10 +952,10 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
         key_prefix,
         pool_size,
         connect_timeout: positive(section.connect_timeout, Duration::from_secs(1), "connect_timeout")?,
-        command_timeout: positive(section.command_timeout, Duration::from_millis(500), "command_timeout")?,
+        command_timeout,
         when_unreachable,
-        wait_replicas: section.wait_replicas.unwrap_or(0),
-        wait_timeout: positive(section.wait_timeout, Duration::from_millis(500), "wait_timeout")?,
+        wait_replicas,
+        wait_timeout,
     })
 }
 

@@ -41,6 +41,19 @@ impl RedisServer {
         }
     }
 
+    /// A replica of `master`, ready once its replication link is up.
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let mut server = RedisServer::new();
+        server.args = vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()];
+        server.spawn();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica did not connect to its master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
     /// TLS only (a certificate for 127.0.0.1, written to `ca.pem` in its
     /// directory) and a password.
     pub fn start_tls_with_password(password: &str) -> RedisServer {
@@ -152,5 +165,67 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Sentinel watching one master as `gatehouse`, with a quorum of one
+/// and a one-second failure detection.
+pub struct Sentinel {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master: &RedisServer) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor gatehouse 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds gatehouse 1000\nsentinel failover-timeout gatehouse 5000\n",
+                dir.path().display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = Sentinel { port, _dir: dir, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "SENTINEL", "get-master-addr-by-name", "gatehouse"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(&master.port.to_string()) {
+                return sentinel;
+            }
+            assert!(Instant::now() < deadline, "sentinel did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port of the master it names now.
+    pub fn master_port(&self) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SENTINEL", "get-master-addr-by-name", "gatehouse"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -148,15 +148,15 @@ impl Pool {
     }
 
     /// The next connection in turn, opened if needed.
-    async fn connection(&self) -> Result<(usize, MultiplexedConnection), StoreError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = &self.slots[index];
         if let Some(connection) = slot.connection.load_full() {
-            return Ok((index, (*connection).clone()));
+            return Ok((*connection).clone());
         }
         let mut last_failure = slot.reconnect.lock().await;
         if let Some(connection) = slot.connection.load_full() {
-            return Ok((index, (*connection).clone()));
+            return Ok((*connection).clone());
         }
         if last_failure.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE) {
             return Err(StoreError::Unavailable("redis is unreachable (retrying shortly)".into()));
@@ -165,7 +165,7 @@ impl Pool {
             Ok(connection) => {
                 slot.connection.store(Some(Arc::new(connection.clone())));
                 *last_failure = None;
-                Ok((index, connection))
+                Ok(connection)
             }
             Err(e) => {
                 *last_failure = Some(Instant::now());
@@ -189,81 +189,107 @@ impl Pool {
         }
     }
 
-    /// Runs `run` on a pooled connection. A failure that means the connection
-    /// is gone (or now points at a replica after a failover) retires it.
-    async fn with_connection<T, F>(&self, run: F) -> Result<T, StoreError>
-    where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
-    {
-        let (index, mut connection) = self.connection().await?;
-        match run(&mut connection).await {
-            Ok(value) => {
-                self.set_reachable(true);
-                Ok(value)
-            }
-            Err(e) => {
-                let lost = e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-                    || e.is_connection_refusal()
-                    || e.code() == Some("READONLY");
-                if lost {
-                    self.slots[index].connection.store(None);
-                    self.set_reachable(false);
-                    Err(unreachable(&e))
-                } else {
-                    Err(StoreError::Backend(format!("redis: {}", describe(&e))))
+    /// Runs `request` on a pooled connection. A failure that means the
+    /// connection is gone (or now points at a replica after a failover)
+    /// retires every pooled connection: they all went to the same server.
+    /// Reads run once more on a new connection; writes never run twice.
+    async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> Result<T, StoreError> {
+        let mut attempts_left = if matches!(request, Request::Read(_) | Request::Reads(_)) { 2 } else { 1 };
+        loop {
+            attempts_left -= 1;
+            let mut connection = self.connection().await?;
+            let error = match self.send(&request, &mut connection).await {
+                Ok(value) => {
+                    self.set_reachable(true);
+                    return Ok(value);
                 }
+                Err(e) => e,
+            };
+            let lost = error.is_io_error()
+                || error.is_connection_dropped()
+                || error.is_timeout()
+                || error.is_connection_refusal()
+                || error.code() == Some("READONLY");
+            if !lost {
+                return Err(StoreError::Backend(format!("redis: {}", describe(&error))));
+            }
+            for slot in &self.slots {
+                slot.connection.store(None);
+            }
+            if attempts_left == 0 {
+                self.set_reachable(false);
+                return Err(unreachable(&error));
             }
         }
     }
 
-    /// One command.
-    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, StoreError> {
-        self.with_connection(async |c| command.query_async(c).await).await
+    async fn send<T: FromRedisValue>(
+        &self,
+        request: &Request<'_>,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<T, RedisError> {
+        match request {
+            Request::Read(command) => command.query_async(connection).await,
+            Request::Reads(pipeline) => pipeline.query_async(connection).await,
+            Request::Script(invocation) => invocation.invoke_async(connection).await,
+            Request::Write(invocation) => {
+                let value = invocation.invoke_async(connection).await?;
+                // `WAIT` covers every earlier write on the same connection.
+                let (wanted, timeout) = (self.wait_replicas, self.wait_timeout);
+                if wanted > 0 {
+                    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                    let confirmed: u32 =
+                        redis::cmd("WAIT").arg(wanted).arg(millis).query_async(connection).await?;
+                    if confirmed < wanted {
+                        return Err(RedisError::from((
+                            redis::ErrorKind::Io,
+                            "too few replicas confirmed the write",
+                            format!("{confirmed} of {wanted} within {timeout:?}"),
+                        )));
+                    }
+                }
+                Ok(value)
+            }
+        }
     }
 
-    /// Several commands in one round trip (not atomic).
+    /// One command that may run twice (a read, `DEL`).
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, StoreError> {
+        self.run(Request::Read(command)).await
+    }
+
+    /// Several commands that may run twice, in one round trip.
     pub(crate) async fn pipeline<T: FromRedisValue>(
         &self,
         pipeline: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        self.with_connection(async |c| pipeline.query_async(c).await).await
+        self.run(Request::Reads(pipeline)).await
     }
 
-    /// A Lua script: atomic on the server.
+    /// A Lua script (atomic on the server), run at most once.
     pub(crate) async fn script<T: FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        self.with_connection(async |c| invocation.invoke_async(c).await).await
+        self.run(Request::Script(invocation)).await
     }
 
-    /// A write that clients will be told succeeded: runs it, then, when
-    /// replicas are required, waits until that many confirm it (`WAIT` covers
-    /// every earlier write on the same connection).
+    /// A write that clients will be told succeeded: a script run at most
+    /// once, then, when replicas are required, confirmed by that many.
     pub(crate) async fn write<T: FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let (wanted, timeout) = (self.wait_replicas, self.wait_timeout);
-        self.with_connection(async |c| {
-            let value = invocation.invoke_async(c).await?;
-            if wanted > 0 {
-                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                let confirmed: u32 = redis::cmd("WAIT").arg(wanted).arg(millis).query_async(c).await?;
-                if confirmed < wanted {
-                    return Err(RedisError::from((
-                        redis::ErrorKind::Io,
-                        "too few replicas confirmed the write",
-                        format!("{confirmed} of {wanted} within {timeout:?}"),
-                    )));
-                }
-            }
-            Ok(value)
-        })
-        .await
+        self.run(Request::Write(invocation)).await
     }
+}
+
+/// What [`Pool::run`] sends.
+enum Request<'a> {
+    Read(&'a Cmd),
+    Reads(&'a redis::Pipeline),
+    Script(&'a redis::ScriptInvocation<'a>),
+    Write(&'a redis::ScriptInvocation<'a>),
 }
 
 /// A redis-rs error as text, without the connection details it may carry.
