@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """End-to-end load bench: Gatehouse beside HAProxy's native JWT check.
 
-Run through `bash benches/load.sh` (installs wrk, haproxy and nginx, builds
-release binaries). Everything listens on 127.0.0.1 only. It starts:
+Run through `bash benches/load.sh` (installs wrk, haproxy, nginx and
+redis-server, builds release binaries). Everything listens on 127.0.0.1 only.
+It starts:
 
   nginx       :18081 fixed `200 ok` upstream, :18083 plain proxy hop (no auth)
   haproxy     :18082 jwt_verify HS256 + exp check + X-User-Id, to :18081
   gatehouse   :18084 (admin :18094) `any`/`admin`/`optional` routes, to :18081
   gatehouse   :18086 (admin :18096) the same, with 1,000,000 revoked tokens
   gatehouse   :18088 (admin :18098) the same, to upstream-mock
+  gatehouse   :18089 (admin :18097) the same as :18084, Redis store backend
   upstream-mock :18085
+  redis-server  :18099 no persistence, data in the bench's temp dir
 
 and drives each with the same keep-alive load from wrk (one wrk thread, 64
 connections by default). Gatehouse and HAProxy get the same worker-thread
@@ -171,7 +174,7 @@ health_check = "none"
 secret_env = "BENCH_JWT_SECRET"
 access_ttl = "2h"
 [store]
-path = "{store}"
+{store}
 [limits]
 login_per_ip_per_minute = 0
 account_failures_per_minute = 0
@@ -190,6 +193,25 @@ policy = "any"
 """
 
 
+REDIS_STORE = """backend = "redis"
+[store.redis]
+url = "redis://127.0.0.1:18099/0"
+key_prefix = "gatehouse:"
+"""
+
+
+def redis_cli(*command):
+    """One command to the bench's redis-server; its answer as text."""
+    return subprocess.run(["redis-cli", "-p", "18099", *command], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def redis_commands():
+    """Commands the bench's redis-server has processed so far (each INFO read counts once, afterwards)."""
+    m = re.search(r"total_commands_processed:(\d+)", redis_cli("INFO", "stats"))
+    return int(m.group(1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per row (default 10)")
@@ -205,7 +227,7 @@ def main():
     for binary in (gatehouse, mock):
         if not os.path.exists(binary):
             raise SystemExit(f"{binary} is missing: run `bash benches/load.sh`")
-    for tool in ("wrk", "haproxy", "nginx"):
+    for tool in ("wrk", "haproxy", "nginx", "redis-server", "redis-cli"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run `bash benches/load.sh` (it installs it)")
 
@@ -221,19 +243,24 @@ def main():
         nginx = procs.start(["nginx", "-c", os.path.join(PEERS, "nginx-upstream.conf")], log)
         haproxy = procs.start(["haproxy", "-f", os.path.join(PEERS, "haproxy-jwt.cfg"), "-db"], log, env=env)
         mock_proc = procs.start([mock, "--listen", "127.0.0.1:18085"], log)
-        for port in (18081, 18082, 18083, 18085):
+        procs.start(["redis-server", "--port", "18099", "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", work], log)
+        for port in (18081, 18082, 18083, 18085, 18099):
             wait_port(port)
+        redis_cli("PING")
 
-        # Gatehouse instances: plain, with a large revocation list, and in front of upstream-mock.
+        # Gatehouse instances: plain, with a large revocation list, in front of upstream-mock, and plain
+        # again on the Redis store.
         gateways = {}
         for name, port, admin, upstream in (("plain", 18084, 18094, "127.0.0.1:18081"),
                                             ("revoked", 18086, 18096, "127.0.0.1:18081"),
-                                            ("mock", 18088, 18098, "127.0.0.1:18085")):
+                                            ("mock", 18088, 18098, "127.0.0.1:18085"),
+                                            ("redis", 18089, 18097, "127.0.0.1:18081")):
             store = os.path.join(work, f"store-{name}")
             cfg = os.path.join(work, f"{name}.toml")
             with open(cfg, "w") as f:
                 f.write(GATEWAY_CONFIG.format(port=port, admin=admin, threads=args.threads, upstream=upstream,
-                                              store=store))
+                                              store=REDIS_STORE if name == "redis" else f'path = "{store}"'))
             add = subprocess.run([gatehouse, "--config", cfg, "user", "add", "--email", "bench@example.com",
                                   "--username", "bench", "--admin"], input="bench-password\n", text=True,
                                  env=env, capture_output=True)
@@ -257,10 +284,13 @@ def main():
         token = login(18084)
         token_revoked = login(18086)
         token_mock = login(18088)
+        token_redis = login(18089)
         anchor_token = mint_hs256({"sub": "1", "exp": int(time.time()) + 7200}, ANCHOR_SECRET)
         bad_token = anchor_token[:-4] + ("AAAA" if not anchor_token.endswith("AAAA") else "BBBB")
         gw_pid, hp_pid, ng_pid = gateways["plain"][0].pid, haproxy.pid, nginx.pid
-        results["rss_mib"] = {"gatehouse_idle": rss_mib(gw_pid), "gatehouse_1m_revoked": rss_mib(gateways["revoked"][0].pid)}
+        results["rss_mib"] = {"gatehouse_idle": rss_mib(gw_pid),
+                              "gatehouse_1m_revoked": rss_mib(gateways["revoked"][0].pid),
+                              "gatehouse_redis_idle": rss_mib(gateways["redis"][0].pid)}
 
         auth = lambda t: [f"Authorization: Bearer {t}"]
         rows = results["rows"]
@@ -269,6 +299,12 @@ def main():
         print("any policy, valid token (upstream: nginx fixed 200)")
         rows.append(measure("HAProxy jwt_verify -> nginx", [hp_pid], "http://127.0.0.1:18082/any/x", args, auth(anchor_token)))
         rows.append(measure("Gatehouse any -> nginx", [gw_pid], "http://127.0.0.1:18084/any/x", args, auth(token)))
+        # The local mirror/cache hit path: Redis should see no command per request.
+        redis_before = redis_commands()
+        rows.append(measure("Gatehouse any (redis store) -> nginx", [gateways["redis"][0].pid],
+                            "http://127.0.0.1:18089/any/x", args, auth(token_redis)))
+        rows[-1]["redis_commands"] = redis_commands() - redis_before - 1  # less the first INFO
+        print(f"    (redis-server processed {rows[-1]['redis_commands']} commands during that row)", flush=True)
         rows.append(measure("nginx proxy hop, no auth -> nginx", [ng_pid], "http://127.0.0.1:18083/any/x", args))
         rows.append(measure("nginx upstream alone", [ng_pid], "http://127.0.0.1:18081/any/x", args))
         print("other policies")
@@ -305,13 +341,20 @@ def main():
         rows += [idle, busy]
         results["rss_mib"]["gatehouse_after_load"] = rss_mib(gw_pid)
 
-        hp = rows[0]
-        gh = rows[1]
+        by_name = {r["name"]: r for r in rows}
+        hp = by_name["HAProxy jwt_verify -> nginx"]
+        gh = by_name["Gatehouse any -> nginx"]
+        gr = by_name["Gatehouse any (redis store) -> nginx"]
+        hp_reject = by_name["HAProxy invalid signature (401)"]
+        gh_reject = by_name["Gatehouse invalid signature (401)"]
         ratios = {
             "any_rps_gatehouse_over_haproxy": gh["rps"] / hp["rps"] if hp["rps"] else None,
             "any_cpu_gatehouse_over_haproxy": (gh["cpu_us_per_req"] / hp["cpu_us_per_req"])
             if gh["cpu_us_per_req"] and hp["cpu_us_per_req"] else None,
-            "reject_rps_gatehouse_over_haproxy": rows[7]["rps"] / rows[6]["rps"] if rows[6]["rps"] else None,
+            "any_rps_redis_over_sled": gr["rps"] / gh["rps"] if gh["rps"] else None,
+            "any_cpu_redis_over_sled": (gr["cpu_us_per_req"] / gh["cpu_us_per_req"])
+            if gr["cpu_us_per_req"] and gh["cpu_us_per_req"] else None,
+            "reject_rps_gatehouse_over_haproxy": gh_reject["rps"] / hp_reject["rps"] if hp_reject["rps"] else None,
             "p99_login_storm_over_idle": (busy["p99_ms"] / idle["p99_ms"]) if idle["p99_ms"] else None,
         }
         results["ratios"] = ratios

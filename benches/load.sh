@@ -5,22 +5,26 @@
 #   bash benches/load.sh                 # 10 s per row, 1 worker thread each
 #   bash benches/load.sh --duration 30 --threads 2
 #
-# Installs wrk, haproxy, nginx and cmake when missing (as root, from Debian),
-# builds release binaries, then runs benches/load.py (see its --help).
+# Installs wrk, haproxy, nginx, redis-server and cmake when missing (as root,
+# from Debian), builds release binaries, then runs benches/load.py (see its
+# --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in wrk haproxy nginx cmake curl; do
+for tool in wrk haproxy nginx redis-server cmake curl; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # Debian starts nginx as a service on install; the bench runs its own.
-    command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null || true
+    # Debian starts nginx and redis-server as services on install; the bench
+    # runs its own. The Redis service goes through its init script (its pid
+    # file), so a redis-server started by anything else is left alone.
+    command -v systemctl >/dev/null && systemctl stop nginx redis-server 2>/dev/null || true
     pkill -x nginx 2>/dev/null || true
+    service redis-server stop >/dev/null 2>&1 || true
   else
     echo "load bench: please install ${missing[*]}" >&2
     exit 1

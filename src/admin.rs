@@ -181,9 +181,11 @@ impl AdminApi {
             (&Method::GET, "/readyz") => return self.readiness().await,
             (&Method::GET, "/metrics") => {
                 if let Some((metrics, _)) = &self.operations {
-                    if let Ok(count) = self.accounts.store().revoked_count().await {
+                    let store = self.accounts.store();
+                    if let Ok(count) = store.revoked_count().await {
                         metrics.revocation_entries.set(i64::try_from(count).unwrap_or(i64::MAX));
                     }
+                    metrics.store_up.set(i64::from(store.health().await.is_ok()));
                     return Reply {
                         status: StatusCode::OK,
                         body: metrics.render(),

@@ -184,6 +184,21 @@ fn check_config(path: &Path) -> Result<(), String> {
         config.routes.default_rule().policy,
         config.upstream.addresses
     );
+    match &config.store.backend {
+        StoreBackend::Sled { path } => say!("store: sled at {}", path.display()),
+        StoreBackend::Redis(redis) => {
+            match &redis.target {
+                RedisTarget::Url(url) => say!("store: redis at {url}, key prefix {:?}", redis.key_prefix),
+                RedisTarget::Sentinel { sentinels, master_name, .. } => say!(
+                    "store: redis master {master_name:?} via Sentinels {sentinels:?}, key prefix {:?}",
+                    redis.key_prefix
+                ),
+            }
+            if let Some(Err(e)) = redis.password.as_ref().map(|p| p.load_any_length()) {
+                say!("note: store.redis: {e} (needed by `gatehouse serve`)");
+            }
+        }
+    }
     for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
         // With an asymmetric signing key the HS256 secret is optional.
         let optional = what == "tokens" && config.tokens.signing_key.is_some();

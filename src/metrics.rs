@@ -28,6 +28,8 @@ pub struct Metrics {
     pub revocations: IntCounterVec,
     /// Revocation entries held in the store (tokens and login sessions).
     pub revocation_entries: IntGauge,
+    /// 1 while the store answers (for Redis: reachable and in step), sampled at scrape time.
+    pub store_up: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
 }
@@ -54,6 +56,12 @@ impl Metrics {
             IntGauge::new("gatehouse_revocation_entries", "Revocation entries held in the store")
                 .expect("valid metric definition");
         registry.register(Box::new(revocation_entries.clone())).expect("metric registered once");
+        let store_up = IntGauge::new(
+            "gatehouse_store_up",
+            "1 if the store answers (Redis: reachable, and this gateway's copy is in step)",
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(store_up.clone())).expect("metric registered once");
         let upstream_healthy = IntGaugeVec::new(
             Opts::new("gatehouse_upstream_healthy", "1 if the upstream passes its health check"),
             &["upstream"],
@@ -93,6 +101,7 @@ impl Metrics {
                 &["kind"],
             ),
             revocation_entries,
+            store_up,
             upstream_healthy,
             config_reloads: counter(
                 &registry,

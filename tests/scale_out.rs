@@ -41,6 +41,10 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
+fn metrics(gateway: &Gateway) -> String {
+    gateway.http.get(format!("http://{}/metrics", gateway.admin_addr)).send().unwrap().text().unwrap()
+}
+
 fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
     (answer.0, answer.1["error"].as_str())
 }
@@ -206,6 +210,7 @@ fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
         assert_eq!(error_of(&register), (503, Some("store_unavailable")));
         let ready = gateway.http.get(format!("http://{}/readyz", gateway.admin_addr)).send().unwrap();
         assert_eq!(ready.status(), 503);
+        assert!(metrics(gateway).contains("gatehouse_store_up 0"));
         // Anonymous requests on optional routes need no store.
         assert_eq!(gateway.get("/items", None).0, 200);
     }
@@ -224,6 +229,7 @@ fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
                 .is_ok_and(|r| r.status() == 200)
         });
         assert!(ready.is_some());
+        assert!(metrics(gateway).contains("gatehouse_store_up 1"));
     }
     // A gateway that never saw the revocation learns it from Redis alone.
     let c = Gateway::start(

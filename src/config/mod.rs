@@ -1072,4 +1072,40 @@ access_ttl = "15m"
         assert_eq!(secret.expose().len(), 32);
         assert!(!format!("{secret:?}").contains("0123"));
     }
+
+    #[test]
+    fn the_redis_store_is_validated() {
+        let with = |store: &str| parse(&format!("{MINIMAL}\n[store]\n{store}\n"));
+        let c = with("backend = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:6379/0\"").unwrap();
+        let StoreBackend::Redis(redis) = &c.store.backend else { panic!("not redis") };
+        assert_eq!(redis.target, RedisTarget::Url("redis://127.0.0.1:6379/0".into()));
+        assert_eq!((redis.key_prefix.as_str(), redis.pool_size), ("gatehouse:", 4));
+        assert_eq!(redis.when_unreachable, WhenUnreachable::FailClosed);
+        assert!(redis.password.is_none());
+
+        let sentinel = "backend = \"redis\"\n[store.redis]\nsentinels = [\"redis://10.0.0.1:26379\"]\nmaster_name = \"gh\"";
+        let c = with(sentinel).unwrap();
+        let StoreBackend::Redis(redis) = &c.store.backend else { panic!("not redis") };
+        assert!(matches!(&redis.target, RedisTarget::Sentinel { master_name, .. } if master_name == "gh"));
+
+        for (store, complaint) in [
+            ("backend = \"redis\"", "needs a [store.redis] section"),
+            ("backend = \"etcd\"", "expected \"sled\" or \"redis\""),
+            ("[store.redis]\nurl = \"redis://h:1\"", "store.backend is not \"redis\""),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"redis://:hunter2@h:1/0\"", "not in the URL"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"redis://u:hunter2@h:1/0\"", "not in the URL"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"http://h:1\"", "expected redis://"),
+            ("backend = \"redis\"\n[store.redis]\nsentinels = [\"redis://h:1\"]", "`master_name`"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\nkey_prefix = \"a*\"", "key_prefix"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\nwhen_unreachable = \"open\"", "fail_open"),
+            (
+                "backend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\nwait_replicas = 1\nwait_timeout = \"1s\"",
+                "shorter than command_timeout",
+            ),
+        ] {
+            let err = with(store).unwrap_err();
+            assert!(err.message.contains(complaint), "{store}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
 }

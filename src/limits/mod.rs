@@ -88,8 +88,10 @@ impl LoginLimiter {
 
     /// Forgets what no longer matters; run periodically. (Redis expires its own.)
     pub fn prune(&self) {
-        if let LoginLimiter::Local(limits) = self {
-            limits.prune();
+        match self {
+            LoginLimiter::Local(limits) => limits.prune(),
+            #[cfg(feature = "server")]
+            LoginLimiter::Shared(_) => {}
         }
     }
 }
