@@ -14,61 +14,32 @@ root=$PWD
 mode=${1:-run}
 profile=${GATEHOUSE_DEMO_PROFILE:-release}
 
-need_install=()
-command -v cmake >/dev/null || need_install+=(cmake)
-command -v curl >/dev/null || need_install+=(curl)
-if [ ${#need_install[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "demo: installing ${need_install[*]} (pingora's build needs cmake)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
-  else
-    echo "demo: please install ${need_install[*]} first (e.g. sudo apt-get install ${need_install[*]})" >&2
-    exit 1
-  fi
-fi
-
-echo "demo: building (cargo build --profile $profile --workspace)..."
-cargo build --profile "$profile" --workspace --quiet
-bin_dir=$root/target/$([ "$profile" = dev ] && echo debug || echo "$profile")
-
-for port in 8000 8080 9090; do
-  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-    echo "demo: port $port is already in use; stop whatever listens there first" >&2
-    exit 1
-  fi
-done
+# shellcheck source=config/common.sh
+. "$root/config/common.sh"
+install_missing cmake:cmake curl:curl   # pingora's build needs cmake
+build_binaries
+require_free_ports 8000 8080 9090
 
 state=$root/target/demo
 rm -rf "$state" "$root/target/demo-data"
-mkdir -p "$state"
-umask 077
-head -c 48 /dev/urandom | base64 > "$state/jwt.secret"
-head -c 48 /dev/urandom | base64 > "$state/admin.token"
-GATEHOUSE_JWT_SECRET=$(cat "$state/jwt.secret")
-GATEHOUSE_ADMIN_TOKEN=$(cat "$state/admin.token")
-export GATEHOUSE_JWT_SECRET GATEHOUSE_ADMIN_TOKEN
+umask 077   # the store holds password hashes
+make_secrets "$state"
 admin_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
 config=$root/config/gatehouse.toml
 
 gatehouse() { "$bin_dir/gatehouse" --config "$config" "$@"; }
 echo "$admin_password" | GATEHOUSE_LOG=warn gatehouse user add --email admin@example.com --username admin --admin >/dev/null
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+trap stop_all EXIT INT TERM
 
 "$bin_dir/upstream-mock" --listen 127.0.0.1:8000 2>"$state/upstream.log" &
 pids+=($!)
 "$bin_dir/gatehouse" --config "$config" serve 2>"$state/gateway.log" &
 pids+=($!)
 
-for _ in $(seq 1 100); do
-  if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_for_ports 8080 8000
 
 G=http://127.0.0.1:8080
-token() { sed -E 's/.*"'"$1"'":"([^"]+)".*/\1/'; }
 curl -s -XPOST $G/register -H 'content-type: application/json' \
   -d '{"email":"alice@example.com","username":"alice","password":"alice-password"}' >/dev/null
 
@@ -107,13 +78,6 @@ if [ "$mode" != "--smoke" ]; then
 fi
 
 # --smoke: run the lines above and check each answer.
-fail=0 passed=0 failed=0
-check() { # expected-status description curl-args...
-  local want=$1 what=$2; shift 2
-  local got
-  got=$(curl -s -o "$state/body" -w '%{http_code}' "$@")
-  if [ "$got" = "$want" ]; then echo "ok   $got $what"; passed=$((passed + 1)); else echo "FAIL $got (wanted $want) $what: $(cat "$state/body")"; fail=1; failed=$((failed + 1)); fi
-}
 ALICE=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token access_token)
 REFRESH=$(curl -s -XPOST $G/login -d '{"email":"alice@example.com","password":"alice-password"}' | token refresh_token)
 ADMIN=$(curl -s -XPOST $G/login -d "{\"email\":\"admin@example.com\",\"password\":\"$admin_password\"}" | token access_token)
@@ -132,4 +96,4 @@ check 200 "logout" -XPOST $G/logout -H "Authorization: Bearer $ALICE"
 check 401 "revoked token" $G/item/chair -H "Authorization: Bearer $ALICE"
 check 200 "health" http://127.0.0.1:9090/healthz
 echo "demo: $passed passed, $failed failed"
-exit $fail
+[ "$failed" = 0 ]
