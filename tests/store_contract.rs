@@ -76,14 +76,17 @@ async fn the_sled_store_keeps_the_contract() {
 #[tokio::test]
 async fn the_redis_store_keeps_the_contract() {
     let redis = RedisServer::start();
-    let store = RedisStore::start(&RedisConfig::for_url(&redis.url()), Duration::ZERO).unwrap();
+    // Database 2, from the URL.
+    let config = RedisConfig::for_url(&redis.url().replace("/0", "/2"));
+    let store = RedisStore::start(&config, Duration::ZERO).unwrap();
     store.wait_until_synced(Duration::from_secs(5)).await.unwrap();
     keeps_the_contract(&store).await;
     // Entries carry their token's expiry as a TTL: Redis drops them itself.
-    let ttl: i64 = redis.cli(&["TTL", "gatehouse:revoked:t1"]).trim().parse().unwrap();
+    let ttl: i64 = redis.cli(&["-n", "2", "TTL", "gatehouse:revoked:t1"]).trim().parse().unwrap();
     assert!(ttl > 0, "{ttl}");
+    assert_eq!(redis.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
     // A second store on the same Redis (another gateway) sees the same state.
-    let other = RedisStore::start(&RedisConfig::for_url(&redis.url()), Duration::ZERO).unwrap();
+    let other = RedisStore::start(&config, Duration::ZERO).unwrap();
     other.wait_until_synced(Duration::from_secs(5)).await.unwrap();
     assert_eq!(other.revocation("t1").await.unwrap(), Some(Revocation::Revoked));
     assert!(other.user_by_email("bob@example.com").await.unwrap().is_some());

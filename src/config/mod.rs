@@ -197,7 +197,8 @@ pub enum StoreBackend {
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub target: RedisTarget,
-    pub db: i64,
+    /// Overrides the URL's database number (Sentinel: defaults to 0).
+    pub db: Option<i64>,
     pub username: Option<String>,
     pub password: Option<SecretSource>,
     /// Extra CA certificate (PEM) to trust for `rediss://`.
@@ -217,7 +218,7 @@ impl RedisConfig {
     pub fn for_url(url: &str) -> RedisConfig {
         RedisConfig {
             target: RedisTarget::Url(url.to_owned()),
-            db: 0,
+            db: None,
             username: None,
             password: None,
             tls_ca_file: None,
@@ -900,11 +901,10 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
         Some(size) => size.into_inner(),
         None => 4,
     };
-    let db = match section.db {
-        Some(db) if *db.get_ref() < 0 => return Err(Invalid::at(&db, "store.redis.db must be 0 or more")),
-        Some(db) => db.into_inner(),
-        None => 0,
-    };
+    if let Some(db) = section.db.as_ref().filter(|db| *db.get_ref() < 0) {
+        return Err(Invalid::at(db, "store.redis.db must be 0 or more"));
+    }
+    let db = section.db.map(Spanned::into_inner);
     let when_unreachable = match section.when_unreachable {
         None => WhenUnreachable::FailClosed,
         Some(choice) => match choice.get_ref().as_str() {

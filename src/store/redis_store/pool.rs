@@ -58,16 +58,23 @@ impl Pool {
         runtime: tokio::runtime::Handle,
     ) -> Result<Pool, StoreError> {
         let invalid = |e: RedisError| StoreError::Backend(format!("redis settings: {}", describe(&e)));
-        let mut settings = redis::RedisConnectionInfo::default().set_db(config.db);
-        if let Some(username) = &config.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &password {
-            settings = settings.set_password(password);
-        }
+        // The URL's own database and user stay unless the config names others.
+        let with_credentials = |mut settings: redis::RedisConnectionInfo| {
+            if let Some(db) = config.db {
+                settings = settings.set_db(db);
+            }
+            if let Some(username) = &config.username {
+                settings = settings.set_username(username);
+            }
+            if let Some(password) = &password {
+                settings = settings.set_password(password);
+            }
+            settings
+        };
         let target = match &config.target {
             RedisTarget::Url(url) => {
                 let info = url.as_str().into_connection_info().map_err(invalid)?;
+                let settings = with_credentials(info.redis_settings().clone());
                 let info = info.set_redis_settings(settings);
                 let client = match &config.tls_ca_file {
                     Some(path) => {
@@ -88,6 +95,7 @@ impl Pool {
                 Target::Server(Box::new(client))
             }
             RedisTarget::Sentinel { sentinels, master_name, tls } => {
+                let settings = with_credentials(redis::RedisConnectionInfo::default());
                 let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
                 if *tls {
                     node = node.set_tls_mode(redis::TlsMode::Secure);
