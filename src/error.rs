@@ -198,7 +198,12 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        tracing::error!(error = %err, "store operation failed");
+        match &err {
+            // An outage is logged once where it is noticed (the Redis
+            // subscriber), not once per refused request.
+            crate::store::StoreError::Unavailable(_) => tracing::debug!(error = %err, "store unavailable"),
+            _ => tracing::error!(error = %err, "store operation failed"),
+        }
         ApiError::StoreUnavailable
     }
 }

@@ -283,16 +283,9 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     old.terminate();
 
     let data = old.dir.path().join("data");
-    let out = old.cli(
-        &[
-            "migrate",
-            "--from",
-            &format!("sled:{}", data.display()),
-            "--to",
-            &format!("redis:{}", redis.url()),
-        ],
-        "",
-    );
+    let (from, to) = (format!("sled:{}", data.display()), format!("redis:{}", redis.url()));
+    let migrate = || old.cli(&["migrate", "--from", &from, "--to", &to], "");
+    let out = migrate();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("migrated 2 users and 2 live revocations"), "{said}");
@@ -311,16 +304,7 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     let next = new.register("bea@example.com", "bea", "bea-password-1");
     assert!(next["id"].as_u64() > ann["id"].as_u64(), "{next}");
     // Running it again changes nothing and fails nothing.
-    let again = old.cli(
-        &[
-            "migrate",
-            "--from",
-            &format!("sled:{}", data.display()),
-            "--to",
-            &format!("redis:{}", redis.url()),
-        ],
-        "",
-    );
+    let again = migrate();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
