@@ -126,25 +126,37 @@ fn a_dropped_subscription_is_resynced_not_trusted() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
     let (a, b) = pair(&upstream, &redis, "", "");
+    let ready = |gateway: &Gateway| {
+        gateway
+            .http
+            .get(format!("http://{}/readyz", gateway.admin_addr))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    };
     for round in 0..3 {
         let (access, _) = a.admin_login();
         let (status, body) = a.get("/item/chair", Some(&access));
         assert_eq!(status, 200, "round {round}: {body} {}", a.log());
-        // Cut every subscription, then revoke at once: the event is published
-        // while A is not listening, so A can only learn of it by asking Redis.
+        // Cut every subscription and keep them from coming back; then revoke.
+        // The event is published while A is not listening, so A can only
+        // learn of it by asking Redis.
+        redis.cli(&["ACL", "SETUSER", "default", "-subscribe"]);
         redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         assert_eq!(b.post("/logout", Some(&access), Value::Null).0, 200);
         let took = within(Duration::from_secs(1), || {
             error_of(&a.get("/item/chair", Some(&access))) == (401, Some("token_revoked"))
         });
         assert!(took.is_some(), "round {round}: A trusted its copy after losing the subscription");
+        assert!(!ready(&a), "round {round}: A says it is in step without a subscription");
+        // Subscriptions allowed again: A resubscribes, reloads, and is ready.
+        redis.cli(&["ACL", "SETUSER", "default", "+subscribe"]);
+        assert!(
+            within(Duration::from_secs(5), || ready(&a)).is_some(),
+            "round {round}: A did not resubscribe"
+        );
+        assert_eq!(error_of(&a.get("/item/chair", Some(&access))), (401, Some("token_revoked")));
     }
     assert!(a.log().contains("redis subscription lost"), "{}", a.log());
-    // And it recovers: ready again, with the revocations it missed.
-    let ready = within(Duration::from_secs(5), || {
-        a.http.get(format!("http://{}/readyz", a.admin_addr)).send().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(ready.is_some(), "A did not resubscribe");
 }
 
 #[test]
@@ -214,6 +226,10 @@ fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
         // Anonymous requests on optional routes need no store.
         assert_eq!(gateway.get("/items", None).0, 200);
     }
+    // The CLI says what is wrong, and fails.
+    let out = a.cli(&["user", "list"], "");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("cannot use the redis store"), "{said}");
 
     redis.restart();
     for gateway in [&a, &b] {
