@@ -3,7 +3,11 @@
 //! the embedded sled database without the gateway noticing.
 //!
 //! Every write that the gateway acknowledges to a client (a revocation, a
-//! block, a deletion) is durable when the method returns.
+//! block, a deletion) is durable when the method returns: flushed to disk
+//! (sled), or confirmed by Redis and by `wait_replicas` replicas (Redis).
+//!
+//! [`SledStore`] serves one gateway; [`RedisStore`] lets several share users,
+//! revocations and login limits.
 
 #[cfg(feature = "server")]
 mod redis_store;
