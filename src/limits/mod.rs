@@ -13,8 +13,8 @@
 //!    distributed guessing run pauses that account's logins until the current
 //!    one-minute window ends: at most 60 seconds of lockout, ever.
 //!
-//! With the sled store the counts live in this process ([`local`]); with the
-//! Redis store they live in Redis ([`shared`]), so every gateway behind a load
+//! With the sled store the counts live in this process ([`LocalLimits`]); with the
+//! Redis store they live in Redis ([`SharedLimits`]), so every gateway behind a load
 //! balancer counts the same attempts. The client IP is the TCP peer address.
 
 mod local;
