@@ -359,11 +359,9 @@ fn connect_redis(
     leeway: std::time::Duration,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<RedisStore, String> {
-    let store = RedisStore::start(config, leeway).map_err(|e| e.to_string())?;
     runtime
-        .block_on(store.wait_until_synced(config.connect_timeout * 3))
-        .map_err(|e| format!("cannot use the redis store: {e}"))?;
-    Ok(store)
+        .block_on(RedisStore::for_command(config, leeway))
+        .map_err(|e| format!("cannot use the redis store: {e}"))
 }
 
 /// `gatehouse migrate --from sled:PATH --to redis:URL`: copies every user
@@ -376,12 +374,16 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
         .ok_or("--from must be sled:PATH (the data directory of a stopped gateway)")?;
     let target =
         to.strip_prefix("redis:").ok_or("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0")?;
-    // Prefix, timeouts, password and leeway come from the config when it has
-    // a [store.redis] section; the URL on the command line wins.
-    let config = Config::load(config_path).ok();
-    let (mut redis, leeway) = match config.as_ref().map(|c| (&c.store.backend, c.tokens.leeway)) {
-        Some((StoreBackend::Redis(redis), leeway)) => ((**redis).clone(), leeway),
-        _ => (RedisConfig::for_url(target), std::time::Duration::from_secs(30)),
+    // Prefix, timeouts, password and leeway come from the config (when there
+    // is one) and its [store.redis] section; the URL on the command line wins.
+    let config = match config_path.exists() {
+        true => Some(Config::load(config_path).map_err(|e| e.to_string())?),
+        false => None,
+    };
+    let leeway = config.as_ref().map_or(std::time::Duration::from_secs(5), |c| c.tokens.leeway);
+    let mut redis = match config.map(|c| c.store.backend) {
+        Some(StoreBackend::Redis(redis)) => *redis,
+        _ => RedisConfig::for_url(target),
     };
     redis.target = RedisTarget::Url(target.to_owned());
     let sled = SledStore::open(Path::new(source)).map_err(|e| match e {

@@ -402,8 +402,17 @@ fn sentinel_failover_keeps_every_acknowledged_write() {
         info.contains("role:slave") && info.contains("master_link_status:up")
     });
     assert!(following.is_some(), "sentinel did not turn the old master into a replica");
-    let (fresh, _) = gw.login("sam@example.com", "sam-password-1");
-    let (status, body) = gw.post("/logout", Some(&fresh), Value::Null);
-    assert_eq!(status, 200, "{body}");
+    // The new master counts the returned replica once it has acknowledged the
+    // sync: allow it a few seconds (twice a second, within the login limits).
+    let login = json!({"email": "sam@example.com", "password": "sam-password-1"});
+    let mut last = Value::Null;
+    let confirmed = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, tokens) = gw.post("/login", None, login.clone());
+        let answer = gw.post("/logout", tokens["access_token"].as_str(), Value::Null);
+        last = answer.1;
+        answer.0 == 200
+    });
+    assert!(confirmed, "writes were not acknowledged again: {last} {}", gw.log());
     assert!(replica.cli(&["--scan", "--pattern", "gatehouse:revoked:*"]).lines().count() >= 3);
 }

@@ -180,6 +180,26 @@ impl RedisStore {
     /// It does not wait for Redis: a gateway started while Redis is down
     /// answers 503 until Redis is back, then recovers by itself.
     pub fn start(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
+        let store = RedisStore::new(config, grace)?;
+        if let Some(runtime) = &store.runtime {
+            runtime.spawn(mirror::follow(
+                Arc::clone(&store.pool),
+                Arc::clone(&store.mirror),
+                Arc::clone(&store.keys),
+            ));
+        }
+        Ok(store)
+    }
+
+    /// For a one-off command: no local copy to load (every lookup goes to
+    /// Redis), and Redis must answer now.
+    pub async fn for_command(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
+        let store = RedisStore::new(config, grace)?;
+        store.pool.query::<redis::Value>(&redis::cmd("PING")).await?;
+        Ok(store)
+    }
+
+    fn new(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
         let password = match &config.password {
             Some(source) => Some(
                 String::from_utf8(
@@ -202,7 +222,6 @@ impl RedisStore {
         let pool = Arc::new(Pool::new(config, password, runtime.handle().clone())?);
         let mirror = Arc::new(Mirror::new());
         let keys = Arc::new(Keys::new(&config.key_prefix));
-        runtime.spawn(mirror::follow(Arc::clone(&pool), Arc::clone(&mirror), Arc::clone(&keys)));
         Ok(RedisStore {
             pool,
             mirror,

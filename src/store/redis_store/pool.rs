@@ -3,8 +3,8 @@
 //! of Sentinels names as master (so a failover is followed).
 //!
 //! redis-rs pipelines every command of a multiplexed connection over one TCP
-//! stream; a handful of them spread the load over Redis's I/O threads and keep
-//! one slow reply from holding up every request. A connection that failed is
+//! stream, in order; a handful of them keep one slow reply (a big `SCAN`
+//! batch while a gateway resyncs) from holding up every request behind it. A connection that failed is
 //! not retried for [`RECONNECT_PAUSE`], so an outage costs each request one
 //! fast error instead of a connect timeout.
 
@@ -20,7 +20,7 @@ use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionIn
 use crate::config::{RedisConfig, RedisTarget};
 use crate::store::StoreError;
 
-/// How long a failed connection slot waits before it tries to connect again.
+/// How long after a failed connect the pool waits before it tries again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// Where connections go.
@@ -40,6 +40,9 @@ pub(crate) struct Pool {
     runtime: tokio::runtime::Handle,
     /// Whether the last command or health ping got an answer.
     reachable: AtomicBool,
+    /// When the last connect failed; cleared by the next one that works, so
+    /// every slot reconnects at once when Redis is back.
+    last_connect_failure: std::sync::Mutex<Option<Instant>>,
     wait_replicas: u32,
     wait_timeout: Duration,
 }
@@ -47,8 +50,8 @@ pub(crate) struct Pool {
 #[derive(Default)]
 struct Slot {
     connection: ArcSwapOption<MultiplexedConnection>,
-    /// Held while (re)connecting; remembers when the last attempt failed.
-    reconnect: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while (re)connecting, so one slot opens one connection.
+    reconnect: tokio::sync::Mutex<()>,
 }
 
 impl Pool {
@@ -121,6 +124,7 @@ impl Pool {
             connect_timeout: config.connect_timeout,
             runtime,
             reachable: AtomicBool::new(false),
+            last_connect_failure: std::sync::Mutex::new(None),
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout,
         })
@@ -162,21 +166,23 @@ impl Pool {
         if let Some(connection) = slot.connection.load_full() {
             return Ok((*connection).clone());
         }
-        let mut last_failure = slot.reconnect.lock().await;
+        let _connecting = slot.reconnect.lock().await;
         if let Some(connection) = slot.connection.load_full() {
             return Ok((*connection).clone());
         }
+        let last_failure = *self.last_connect_failure.lock().unwrap_or_else(|p| p.into_inner());
         if last_failure.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE) {
             return Err(StoreError::Unavailable("redis is unreachable (retrying shortly)".into()));
         }
-        match self.open().await {
+        let opened = self.open().await;
+        *self.last_connect_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            opened.is_err().then(Instant::now);
+        match opened {
             Ok(connection) => {
                 slot.connection.store(Some(Arc::new(connection.clone())));
-                *last_failure = None;
                 Ok(connection)
             }
             Err(e) => {
-                *last_failure = Some(Instant::now());
                 self.set_reachable(false);
                 Err(e)
             }
