@@ -175,7 +175,8 @@ impl BuiltIns {
         if !allowed {
             return Reply::error(&ApiError::MethodNotAllowed(method.to_string()));
         }
-        // A shared store that just failed: say so at once rather than after a timeout.
+        // Every built-in endpoint but the key set reads the store for real (even
+        // with `fail_open`, which only lets proxied requests use a cached copy).
         if endpoint != Endpoint::Jwks && !self.accounts.store().is_reachable() {
             return Reply::error(&ApiError::StoreUnavailable);
         }

@@ -319,17 +319,12 @@ impl ProxyHttp for Gateway {
                 .map_err(|_| Error::explain(ErrorType::InternalError, "normalised path is not a URI"))?;
             upstream_request.set_uri(uri);
         }
-        let assertion = if ctx.assertion {
+        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)?;
+        if ctx.assertion {
             let signed = self.assertion_for(live, ctx.identity.as_ref(), upstream_request).map_err(|_| {
                 Error::explain(ErrorType::InternalError, "cannot sign the identity assertion")
             })?;
-            Some(signed)
-        } else {
-            None
-        };
-        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)?;
-        if let Some(assertion) = assertion {
-            upstream_request.insert_header(live.assertion_header.clone(), assertion)?;
+            upstream_request.insert_header(live.assertion_header.clone(), signed)?;
         }
         Ok(())
     }

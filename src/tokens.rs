@@ -8,9 +8,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use std::collections::HashMap;
 
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -218,11 +218,7 @@ impl TokenService {
         if claims.nbf > now + leeway {
             return Err(ApiError::TokenNotYetValid);
         }
-        match (expected, claims.kind) {
-            (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
-            (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
-            _ => Ok(()),
-        }
+        check_kind(expected, claims.kind)
     }
 
     pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool, family: &str) -> Result<Issued, ApiError> {
@@ -262,8 +258,7 @@ impl TokenService {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
         let (key, validation) = match &header.kid {
             Some(kid) => {
-                let (key, validation) = self.keys.get(kid).ok_or(ApiError::InvalidToken)?;
-                (key, validation)
+                self.keys.get(kid).map(|(key, validation)| (key, validation)).ok_or(ApiError::InvalidToken)?
             }
             None => (self.hmac.as_ref().ok_or(ApiError::InvalidToken)?, &self.validation),
         };
@@ -275,12 +270,17 @@ impl TokenService {
             ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
             _ => ApiError::InvalidToken,
         })?;
-        let claims = data.claims;
-        match (expected, claims.kind) {
-            (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
-            (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
-            _ => Ok(claims),
-        }
+        check_kind(expected, data.claims.kind)?;
+        Ok(data.claims)
+    }
+}
+
+/// A refresh token can't stand in for an access token, nor the reverse.
+fn check_kind(expected: TokenKind, actual: TokenKind) -> Result<(), ApiError> {
+    match (expected, actual) {
+        (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
+        (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
+        _ => Ok(()),
     }
 }
 

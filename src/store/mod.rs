@@ -12,6 +12,7 @@
 #[cfg(feature = "server")]
 mod redis_store;
 mod sled_store;
+mod user_cache;
 
 use std::sync::Arc;
 

@@ -7,14 +7,13 @@
 //! running gateway's admin API when it finds the lock taken.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use quick_cache::sync::Cache;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::user_cache::UserCache;
 use super::{
     normalise_email, NewUser, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
     UserChange, UserId,
@@ -28,14 +27,8 @@ pub struct SledStore {
     families: sled::Tree,
     meta: sled::Tree,
     /// Decoded user records, so the per-request account check skips JSON.
-    user_cache: Cache<UserId, Arc<User>>,
-    /// Serialises user writes with cache fills, so a fill can never put back a
-    /// record that a concurrent write just replaced.
-    user_writes: Mutex<()>,
+    user_cache: UserCache,
 }
-
-/// Users whose decoded records are kept in memory.
-const USER_CACHE_CAPACITY: usize = 100_000;
 
 /// A revocation entry: the token's expiry (big-endian) and why it is listed.
 fn entry(expires_at: u64, why: Revocation) -> [u8; 9] {
@@ -69,8 +62,7 @@ impl SledStore {
             revoked: tree("revoked")?,
             families: tree("families")?,
             meta: tree("meta")?,
-            user_cache: Cache::new(USER_CACHE_CAPACITY),
-            user_writes: Mutex::new(()),
+            user_cache: UserCache::new(),
             db,
         })
     }
@@ -112,10 +104,6 @@ impl SledStore {
             }
         }
         Ok(entries)
-    }
-
-    fn lock_user_writes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.user_writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -164,7 +152,6 @@ impl Store for SledStore {
             token_version: 0,
         };
         let record = Self::encode(&user)?;
-        let _writing = self.lock_user_writes();
         let result = (&self.users, &self.emails).transaction(|(users, emails)| {
             if emails.get(user.email.as_bytes())?.is_some() {
                 return Err(ConflictableTransactionError::Abort(StoreError::EmailTaken));
@@ -178,20 +165,18 @@ impl Store for SledStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(backend(e)),
         }
-        self.user_cache.remove(&id);
-        drop(_writing);
         self.flush().await?;
         Ok(user)
     }
 
     async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
-        if let Some(user) = self.user_cache.get(&id) {
+        if let Some(user) = self.user_cache.get(id) {
             return Ok(Some(user));
         }
-        let _writing = self.lock_user_writes();
+        let epoch = self.user_cache.epoch();
         let Some(bytes) = self.users.get(id.to_be_bytes()).map_err(backend)? else { return Ok(None) };
         let user = Arc::new(Self::decode(&bytes)?);
-        self.user_cache.insert(id, Arc::clone(&user));
+        self.user_cache.fill(Arc::clone(&user), epoch);
         Ok(Some(user))
     }
 
@@ -212,7 +197,6 @@ impl Store for SledStore {
         let key = id.to_be_bytes();
         let mut updated = None;
         let mut failure = None;
-        let writing = self.lock_user_writes();
         self.users
             .fetch_and_update(key, |old| {
                 let mut user = Self::decode(old?).map_err(|e| failure = Some(e)).ok()?;
@@ -231,8 +215,7 @@ impl Store for SledStore {
                 bytes
             })
             .map_err(backend)?;
-        self.user_cache.remove(&id);
-        drop(writing);
+        self.user_cache.forget(id);
         if let Some(e) = failure {
             return Err(e);
         }
@@ -241,7 +224,6 @@ impl Store for SledStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
-        let writing = self.lock_user_writes();
         let result = (&self.users, &self.emails).transaction(|(users, emails)| {
             let Some(old) = users.remove(&id.to_be_bytes())? else {
                 return Ok(false);
@@ -255,8 +237,7 @@ impl Store for SledStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(backend(e)),
         };
-        self.user_cache.remove(&id);
-        drop(writing);
+        self.user_cache.forget(id);
         self.flush().await?;
         Ok(existed)
     }

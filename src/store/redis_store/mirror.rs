@@ -11,22 +11,20 @@
 //! whole revocation list is read again before the mirror is trusted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use quick_cache::sync::Cache;
 
 use super::pool::Pool;
 use super::Keys;
+use crate::store::user_cache::UserCache;
 use crate::store::{Revocation, StoreError, User, UserId};
 
 /// How often the subscription is pinged: a dead one is noticed within this
 /// plus the command timeout.
 const PING_INTERVAL: Duration = Duration::from_millis(250);
-/// Users whose records are kept in memory.
-const USER_CACHE_CAPACITY: usize = 100_000;
 /// Keys read per `SCAN` step while loading the revocation list.
 const SCAN_BATCH: usize = 1000;
 
@@ -92,10 +90,8 @@ pub(crate) struct Mirror {
     synced: AtomicBool,
     tokens: RwLock<HashMap<String, (Revocation, u64)>>,
     families: RwLock<HashMap<String, u64>>,
-    users: Cache<UserId, Arc<User>>,
-    /// Bumped on every user invalidation: a cache fill that read Redis before
-    /// an invalidation must not put the old record back after it.
-    user_epoch: AtomicU64,
+    /// Trusted, like the revocations, only while the mirror is in step.
+    pub(crate) users: UserCache,
 }
 
 impl Mirror {
@@ -104,8 +100,7 @@ impl Mirror {
             synced: AtomicBool::new(false),
             tokens: RwLock::default(),
             families: RwLock::default(),
-            users: Cache::new(USER_CACHE_CAPACITY),
-            user_epoch: AtomicU64::new(0),
+            users: UserCache::new(),
         }
     }
 
@@ -127,7 +122,7 @@ impl Mirror {
             Event::Family { id, until } => {
                 self.families.write().unwrap_or_else(|p| p.into_inner()).insert(id, until);
             }
-            Event::User(id) => self.forget_user(id),
+            Event::User(id) => self.users.forget(id),
         }
     }
 
@@ -158,36 +153,11 @@ impl Mirror {
         purged
     }
 
-    pub(crate) fn cached_user(&self, id: UserId) -> Option<Arc<User>> {
-        self.users.get(&id)
-    }
-
-    /// The epoch to pass to [`Mirror::fill_user`] after reading Redis.
-    pub(crate) fn user_epoch(&self) -> u64 {
-        self.user_epoch.load(Ordering::SeqCst)
-    }
-
-    /// Caches a record read at `epoch`, unless an invalidation came since or
-    /// the mirror is not trusted.
+    /// Caches a record read from Redis at `epoch`, if the mirror is in step.
     pub(crate) fn fill_user(&self, user: Arc<User>, epoch: u64) {
-        if self.is_synced() && self.user_epoch() == epoch {
-            let id = user.id;
-            self.users.insert(id, user);
-            // An invalidation may have landed between the check and the insert.
-            if self.user_epoch() != epoch {
-                self.users.remove(&id);
-            }
+        if self.is_synced() {
+            self.users.fill(user, epoch);
         }
-    }
-
-    pub(crate) fn forget_user(&self, id: UserId) {
-        self.user_epoch.fetch_add(1, Ordering::SeqCst);
-        self.users.remove(&id);
-    }
-
-    fn forget_all_users(&self) {
-        self.user_epoch.fetch_add(1, Ordering::SeqCst);
-        self.users.clear();
     }
 
     fn replace(&self, tokens: HashMap<String, (Revocation, u64)>, families: HashMap<String, u64>) {
@@ -242,7 +212,7 @@ async fn subscribe_and_follow(pool: &Pool, mirror: &Mirror, keys: &Keys) -> Resu
     let (tokens, families) = load_revocations(pool, keys).await?;
     let entries = tokens.len() + families.len();
     mirror.replace(tokens, families);
-    mirror.forget_all_users();
+    mirror.users.forget_all();
     mirror.synced.store(true, Ordering::Release);
     pool.set_reachable(true);
     tracing::info!(entries, "redis revocation list loaded; following changes");
@@ -338,14 +308,14 @@ mod tests {
             created_at: 0,
             token_version: 0,
         });
-        mirror.fill_user(Arc::clone(&user), mirror.user_epoch());
-        assert!(mirror.cached_user(1).is_none(), "not synced yet");
+        mirror.fill_user(Arc::clone(&user), mirror.users.epoch());
+        assert!(mirror.users.get(1).is_none(), "not synced yet");
         mirror.synced.store(true, Ordering::Release);
-        let epoch = mirror.user_epoch();
-        mirror.forget_user(1);
+        let epoch = mirror.users.epoch();
+        mirror.apply(Event::User(1));
         mirror.fill_user(Arc::clone(&user), epoch);
-        assert!(mirror.cached_user(1).is_none(), "read before an invalidation");
-        mirror.fill_user(user, mirror.user_epoch());
-        assert!(mirror.cached_user(1).is_some());
+        assert!(mirror.users.get(1).is_none(), "read before an invalidation");
+        mirror.fill_user(user, mirror.users.epoch());
+        assert!(mirror.users.get(1).is_some());
     }
 }

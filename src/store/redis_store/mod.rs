@@ -239,15 +239,12 @@ impl RedisStore {
         })
     }
 
-    /// Waits until the local mirror is in step with Redis, for commands that
-    /// want a clear error at once rather than a gateway that recovers later.
+    /// Waits until the local mirror is in step with Redis.
     pub async fn wait_until_synced(&self, patience: Duration) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + patience;
         while !self.mirror.is_synced() {
             if tokio::time::Instant::now() >= deadline {
-                // Say why, if a command can tell.
-                self.pool.query::<String>(&redis::cmd("PING")).await?;
-                return Err(StoreError::Unavailable("redis answers but the subscription is not up".into()));
+                return Err(StoreError::Unavailable(format!("not in step with redis after {patience:?}")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -288,7 +285,7 @@ impl RedisStore {
         if imported == 0 {
             return Err(StoreError::EmailTaken);
         }
-        self.mirror.forget_user(user.id);
+        self.mirror.users.forget(user.id);
         Ok(())
     }
 
@@ -412,11 +409,11 @@ impl Store for RedisStore {
 
     async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
         if self.mirror.is_synced() {
-            if let Some(user) = self.mirror.cached_user(id) {
+            if let Some(user) = self.mirror.users.get(id) {
                 return Ok(Some(user));
             }
         }
-        let epoch = self.mirror.user_epoch();
+        let epoch = self.mirror.users.epoch();
         match self.fetch_user(id).await {
             Ok(Some(user)) => {
                 let user = Arc::new(user);
@@ -424,7 +421,7 @@ impl Store for RedisStore {
                 Ok(Some(user))
             }
             Ok(None) => Ok(None),
-            Err(e) => self.when_unreachable(e, self.mirror.cached_user(id).map(Some)),
+            Err(e) => self.when_unreachable(e, self.mirror.users.get(id).map(Some)),
         }
     }
 
@@ -467,7 +464,7 @@ impl Store for RedisStore {
                     .arg(id),
             )
             .await?;
-        self.mirror.forget_user(id);
+        self.mirror.users.forget(id);
         fields.as_ref().map(user_from_fields).transpose()
     }
 
@@ -484,7 +481,7 @@ impl Store for RedisStore {
                     .arg(id),
             )
             .await?;
-        self.mirror.forget_user(id);
+        self.mirror.users.forget(id);
         Ok(existed == 1)
     }
 
