@@ -57,6 +57,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(err) => {
+            eprintln!("upstream-mock: cannot install signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = listener.local_addr().unwrap_or(args.listen);
     eprintln!("upstream-mock listening on {addr}");
     let verify = match (args.verify_jwks, args.audience) {
@@ -64,7 +71,7 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let options = MockOptions { identity_prefix: args.identity_prefix, verify };
-    match upstream_mock::serve_with_shutdown(listener, options, shutdown_signal()).await {
+    match upstream_mock::serve_with_shutdown(listener, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("upstream-mock: {err}");
@@ -73,28 +80,30 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Installs the SIGINT (Ctrl-C) and, on Unix, SIGTERM handlers now, and
+/// returns a future that completes when either arrives.
+///
+/// The handlers are installed before the address is logged: whoever reads
+/// that line may signal at once, and a signal that arrives before its
+/// handler would kill the process instead of stopping it cleanly.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
-            // No SIGINT handler could be installed: rely on SIGTERM alone.
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
