@@ -91,3 +91,15 @@ async fn the_redis_store_keeps_the_contract() {
     assert_eq!(other.revocation("t1").await.unwrap(), Some(Revocation::Revoked));
     assert!(other.user_by_email("bob@example.com").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract_over_a_unix_socket() {
+    let redis = RedisServer::start();
+    // Database 3, from the URL's query.
+    let url = format!("redis+unix://{}?db=3", redis.socket_path().display());
+    let store = RedisStore::start(&RedisConfig::for_url(&url), Duration::ZERO).unwrap();
+    store.wait_until_synced(Duration::from_secs(5)).await.unwrap();
+    keeps_the_contract(&store).await;
+    assert_eq!(redis.cli(&["-n", "3", "EXISTS", "gatehouse:revoked:t1"]).trim(), "1");
+    assert_eq!(redis.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
+}

@@ -86,6 +86,11 @@ impl RedisServer {
         self.dir.path().join("ca.pem")
     }
 
+    /// The Unix socket it also listens on.
+    pub fn socket_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}/0", self.port)
@@ -107,6 +112,9 @@ impl RedisServer {
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.socket_path())
+            .args(["--unixsocketperm", "700"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
