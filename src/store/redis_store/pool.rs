@@ -203,10 +203,8 @@ impl Pool {
         }
     }
 
-    /// Runs `request` on a pooled connection. A failure that means the
-    /// connection is gone (or now points at a replica after a failover)
-    /// retires every pooled connection: they all went to the same server.
-    /// Reads run once more on a new connection; writes never run twice.
+    /// Runs `request` on a pooled connection. Reads run once more on a new
+    /// connection when the first one was lost; writes never run twice.
     async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> Result<T, StoreError> {
         let mut attempts_left = if matches!(request, Request::Read(_) | Request::Reads(_)) { 2 } else { 1 };
         loop {
@@ -215,24 +213,16 @@ impl Pool {
             let error = match self.send(&request, &mut connection).await {
                 Ok(value) => {
                     self.set_reachable(true);
+                    if matches!(request, Request::Write(_)) {
+                        self.confirm_replicas(&mut connection).await?;
+                    }
                     return Ok(value);
                 }
                 Err(e) => e,
             };
-            let lost = error.is_io_error()
-                || error.is_connection_dropped()
-                || error.is_timeout()
-                || error.is_connection_refusal()
-                || error.code() == Some("READONLY");
-            if !lost {
-                return Err(StoreError::Backend(format!("redis: {}", describe(&error))));
-            }
-            for slot in &self.slots {
-                slot.connection.store(None);
-            }
-            if attempts_left == 0 {
-                self.set_reachable(false);
-                return Err(unreachable(&error));
+            let lost = self.retire_if_lost(&error);
+            if !lost || attempts_left == 0 {
+                return Err(self.failure(&error, lost));
             }
         }
     }
@@ -245,25 +235,60 @@ impl Pool {
         match request {
             Request::Read(command) => command.query_async(connection).await,
             Request::Reads(pipeline) => pipeline.query_async(connection).await,
-            Request::Script(invocation) => invocation.invoke_async(connection).await,
-            Request::Write(invocation) => {
-                let value = invocation.invoke_async(connection).await?;
-                // `WAIT` covers every earlier write on the same connection.
-                let (wanted, timeout) = (self.wait_replicas, self.wait_timeout);
-                if wanted > 0 {
-                    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                    let confirmed: u32 =
-                        redis::cmd("WAIT").arg(wanted).arg(millis).query_async(connection).await?;
-                    if confirmed < wanted {
-                        return Err(RedisError::from((
-                            redis::ErrorKind::Io,
-                            "too few replicas confirmed the write",
-                            format!("{confirmed} of {wanted} within {timeout:?}"),
-                        )));
-                    }
-                }
-                Ok(value)
+            Request::Script(invocation) | Request::Write(invocation) => {
+                invocation.invoke_async(connection).await
             }
+        }
+    }
+
+    /// With `wait_replicas`, waits until that many replicas have every write
+    /// made so far on `connection`. A shortfall is answered 503, though Redis
+    /// keeps the write: `WAIT` confirms, it does not roll back.
+    async fn confirm_replicas(&self, connection: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let (wanted, timeout) = (self.wait_replicas, self.wait_timeout);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let confirmed: u32 = match redis::cmd("WAIT").arg(wanted).arg(millis).query_async(connection).await {
+            Ok(confirmed) => confirmed,
+            Err(error) => {
+                let lost = self.retire_if_lost(&error);
+                return Err(self.failure(&error, lost));
+            }
+        };
+        if confirmed < wanted {
+            return Err(StoreError::Unavailable(format!(
+                "too few redis replicas confirmed the write: {confirmed} of {wanted} within {timeout:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// When `error` means the connection is gone (or now points at a replica
+    /// after a failover), retires every pooled connection, since they all
+    /// went to the same server, and says so.
+    fn retire_if_lost(&self, error: &RedisError) -> bool {
+        let lost = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_timeout()
+            || error.is_connection_refusal()
+            || error.code() == Some("READONLY");
+        if lost {
+            for slot in &self.slots {
+                slot.connection.store(None);
+            }
+        }
+        lost
+    }
+
+    /// The error to report for a command that failed for good.
+    fn failure(&self, error: &RedisError, lost: bool) -> StoreError {
+        if lost {
+            self.set_reachable(false);
+            unreachable(error)
+        } else {
+            StoreError::Backend(format!("redis: {}", describe(error)))
         }
     }
 
