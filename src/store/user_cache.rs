@@ -62,22 +62,27 @@ impl UserCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_read_before_an_invalidation_is_not_cached() {
-        let cache = UserCache::new();
-        let user = Arc::new(User {
-            id: 1,
-            email: "a@example.com".into(),
-            username: "a".into(),
+    /// A plain user record for cache tests.
+    pub(crate) fn user(id: UserId) -> Arc<User> {
+        Arc::new(User {
+            id,
+            email: format!("user{id}@example.com"),
+            username: format!("user{id}"),
             password_hash: String::new(),
             is_admin: false,
             blocked: false,
             created_at: 0,
             token_version: 0,
-        });
+        })
+    }
+
+    #[test]
+    fn a_record_read_before_an_invalidation_is_not_cached() {
+        let cache = UserCache::new();
+        let user = user(1);
         let epoch = cache.epoch();
         cache.forget(1);
         cache.fill(Arc::clone(&user), epoch);

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use super::pool::Pool;
 use super::Keys;
 use crate::store::user_cache::UserCache;
-use crate::store::{Revocation, StoreError, User, UserId};
+use crate::store::{Revocation, RevocationEntry, RevocationKind, StoreError, User, UserId};
 
 /// How often the subscription is pinged: a dead one is noticed within this
 /// plus the command timeout.
@@ -31,59 +31,53 @@ const SCAN_BATCH: usize = 1000;
 /// A change other gateways must learn of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
-    /// A token id is revoked (or retired) until `until`.
-    Token { jti: String, why: Revocation, until: u64 },
-    /// A login session (refresh-token family) is revoked until `until`.
-    Family { id: String, until: u64 },
+    /// A token id or a login session is revoked until its expiry.
+    Revoked(RevocationEntry),
     /// A user record changed or went away.
     User(UserId),
 }
 
 impl Event {
-    /// `r <until> <jti>`, `t <until> <jti>`, `f <until> <family>` or `u <id>`.
-    /// The same text, minus the id, is the value stored under a revocation key.
+    /// `<stored value> <id>` for a revocation (see [`stored_value`]), or `u <id>`.
     pub(crate) fn encode(&self) -> String {
         match self {
-            Event::Token { jti, why, until } => format!("{} {jti}", entry(*why, *until)),
-            Event::Family { id, until } => format!("f {until} {id}"),
+            Event::Revoked(entry) => format!("{} {}", stored_value(entry.kind, entry.expires_at), entry.id),
             Event::User(id) => format!("u {id}"),
         }
     }
 
     pub(crate) fn decode(text: &str) -> Option<Event> {
-        let (kind, rest) = text.split_once(' ')?;
-        if kind == "u" {
-            return rest.parse().ok().map(Event::User);
+        if let Some(id) = text.strip_prefix("u ") {
+            return id.parse().ok().map(Event::User);
         }
+        let (letter, rest) = text.split_once(' ')?;
         let (until, id) = rest.split_once(' ')?;
-        let until = until.parse().ok()?;
-        let id = id.to_owned();
-        match kind {
-            "r" => Some(Event::Token { jti: id, why: Revocation::Revoked, until }),
-            "t" => Some(Event::Token { jti: id, why: Revocation::Retired, until }),
-            "f" => Some(Event::Family { id, until }),
-            _ => None,
-        }
+        let (kind, expires_at) = parse_stored_value(&text[..letter.len() + 1 + until.len()])?;
+        Some(Event::Revoked(RevocationEntry { id: id.to_owned(), kind, expires_at }))
     }
 }
 
-/// The value stored under a token's revocation key: `r <until>` or `t <until>`.
-pub(crate) fn entry(why: Revocation, until: u64) -> String {
-    match why {
-        Revocation::Revoked => format!("r {until}"),
-        Revocation::Retired => format!("t {until}"),
-    }
+/// The value stored under a revocation key: `r <until>` (revoked token),
+/// `t <until>` (retired refresh token) or `f <until>` (revoked session).
+pub(crate) fn stored_value(kind: RevocationKind, until: u64) -> String {
+    let letter = match kind {
+        RevocationKind::Token(Revocation::Revoked) => 'r',
+        RevocationKind::Token(Revocation::Retired) => 't',
+        RevocationKind::Family => 'f',
+    };
+    format!("{letter} {until}")
 }
 
-/// Reads a stored revocation value back.
-pub(crate) fn parse_entry(value: &str) -> Option<(Revocation, u64)> {
-    let (kind, until) = value.split_once(' ')?;
-    let why = match kind {
-        "r" | "f" => Revocation::Revoked,
-        "t" => Revocation::Retired,
+/// Reads a [`stored_value`] back.
+pub(crate) fn parse_stored_value(value: &str) -> Option<(RevocationKind, u64)> {
+    let (letter, until) = value.split_once(' ')?;
+    let kind = match letter {
+        "r" => RevocationKind::Token(Revocation::Revoked),
+        "t" => RevocationKind::Token(Revocation::Retired),
+        "f" => RevocationKind::Family,
         _ => return None,
     };
-    Some((why, until.parse().ok()?))
+    Some((kind, until.parse().ok()?))
 }
 
 pub(crate) struct Mirror {
@@ -115,12 +109,11 @@ impl Mirror {
 
     pub(crate) fn apply(&self, event: Event) {
         match event {
-            Event::Token { jti, why, until } => {
-                let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-                tokens.insert(jti, (why, until));
+            Event::Revoked(RevocationEntry { id, kind: RevocationKind::Token(why), expires_at }) => {
+                self.tokens.write().unwrap_or_else(|p| p.into_inner()).insert(id, (why, expires_at));
             }
-            Event::Family { id, until } => {
-                self.families.write().unwrap_or_else(|p| p.into_inner()).insert(id, until);
+            Event::Revoked(RevocationEntry { id, kind: RevocationKind::Family, expires_at }) => {
+                self.families.write().unwrap_or_else(|p| p.into_inner()).insert(id, expires_at);
             }
             Event::User(id) => self.users.forget(id),
         }
@@ -247,7 +240,7 @@ type Snapshot = (HashMap<String, (Revocation, u64)>, HashMap<String, u64>);
 async fn load_revocations(pool: &Pool, keys: &Keys) -> Result<Snapshot, StoreError> {
     let mut tokens = HashMap::new();
     let mut families = HashMap::new();
-    for (pattern, is_family) in [(keys.token_pattern(), false), (keys.family_pattern(), true)] {
+    for pattern in [keys.token_pattern(), keys.family_pattern()] {
         let strip = pattern.len() - 1;
         let mut cursor: u64 = 0;
         loop {
@@ -258,12 +251,15 @@ async fn load_revocations(pool: &Pool, keys: &Keys) -> Result<Snapshot, StoreErr
                 let values: Vec<Option<String>> = pool.query(redis::cmd("MGET").arg(&names)).await?;
                 for (name, value) in names.iter().zip(values) {
                     // Gone (expired) between SCAN and MGET, or not ours: skip.
-                    let Some((why, until)) = value.as_deref().and_then(parse_entry) else { continue };
+                    let Some((kind, until)) = value.as_deref().and_then(parse_stored_value) else { continue };
                     let id = name[strip..].to_owned();
-                    if is_family {
-                        families.insert(id, until);
-                    } else {
-                        tokens.insert(id, (why, until));
+                    match kind {
+                        RevocationKind::Token(why) => {
+                            tokens.insert(id, (why, until));
+                        }
+                        RevocationKind::Family => {
+                            families.insert(id, until);
+                        }
                     }
                 }
             }
@@ -283,9 +279,17 @@ mod tests {
     #[test]
     fn events_round_trip() {
         for event in [
-            Event::Token { jti: "a b".into(), why: Revocation::Revoked, until: 5 },
-            Event::Token { jti: "x".into(), why: Revocation::Retired, until: 7 },
-            Event::Family { id: "f1".into(), until: 9 },
+            Event::Revoked(RevocationEntry {
+                id: "a b".into(),
+                kind: RevocationKind::Token(Revocation::Revoked),
+                expires_at: 5,
+            }),
+            Event::Revoked(RevocationEntry {
+                id: "x".into(),
+                kind: RevocationKind::Token(Revocation::Retired),
+                expires_at: 7,
+            }),
+            Event::Revoked(RevocationEntry { id: "f1".into(), kind: RevocationKind::Family, expires_at: 9 }),
             Event::User(42),
         ] {
             assert_eq!(Event::decode(&event.encode()), Some(event));
@@ -298,16 +302,7 @@ mod tests {
     #[test]
     fn a_stale_mirror_does_not_cache_users() {
         let mirror = Mirror::new();
-        let user = Arc::new(User {
-            id: 1,
-            email: "a@example.com".into(),
-            username: "a".into(),
-            password_hash: String::new(),
-            is_admin: false,
-            blocked: false,
-            created_at: 0,
-            token_version: 0,
-        });
+        let user = crate::store::user_cache::tests::user(1);
         mirror.fill_user(Arc::clone(&user), mirror.users.epoch());
         assert!(mirror.users.get(1).is_none(), "not synced yet");
         mirror.synced.store(true, Ordering::Release);

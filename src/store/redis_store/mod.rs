@@ -36,9 +36,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use self::mirror::{entry, parse_entry, Event, Mirror};
+use self::mirror::{parse_stored_value, stored_value, Event, Mirror};
 use self::pool::Pool;
-use super::{normalise_email, NewUser, Revocation, Store, StoreError, User, UserChange, UserId};
+use super::{
+    normalise_email, NewUser, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
+    UserChange, UserId,
+};
 use crate::config::{RedisConfig, WhenUnreachable};
 use crate::tokens::now_unix;
 
@@ -307,19 +310,20 @@ impl RedisStore {
         user_from_fields(&fields).map(Some)
     }
 
-    async fn store_revocation(
-        &self,
-        key: String,
-        value: String,
-        event: Event,
-        until: u64,
-        only_if_new: bool,
-    ) -> Result<bool, StoreError> {
-        let keep_until = until.saturating_add(self.grace);
+    /// Stores a revocation entry (with `only_if_new`, only if there is none
+    /// yet: false then) and announces it to every gateway.
+    async fn store_revocation(&self, entry: RevocationEntry, only_if_new: bool) -> Result<bool, StoreError> {
+        let keep_until = entry.expires_at.saturating_add(self.grace);
         if keep_until <= now_unix() {
             // The token is dead by its own expiry; there is nothing to keep.
             return Ok(true);
         }
+        let key = match entry.kind {
+            RevocationKind::Token(_) => self.keys.token(&entry.id),
+            RevocationKind::Family => self.keys.family(&entry.id),
+        };
+        let value = stored_value(entry.kind, entry.expires_at);
+        let event = Event::Revoked(entry);
         let written: i64 = self
             .pool
             .write(
@@ -486,16 +490,8 @@ impl Store for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
-        let event = Event::Token { jti: jti.to_owned(), why: Revocation::Revoked, until: expires_at };
-        self.store_revocation(
-            self.keys.token(jti),
-            entry(Revocation::Revoked, expires_at),
-            event,
-            expires_at,
-            false,
-        )
-        .await
-        .map(drop)
+        let kind = RevocationKind::Token(Revocation::Revoked);
+        self.store_revocation(RevocationEntry { id: jti.to_owned(), kind, expires_at }, false).await.map(drop)
     }
 
     async fn revocation(&self, jti: &str) -> Result<Option<Revocation>, StoreError> {
@@ -503,26 +499,22 @@ impl Store for RedisStore {
             return Ok(self.mirror.revocation(jti));
         }
         match self.pool.query::<Option<String>>(redis::cmd("GET").arg(self.keys.token(jti))).await {
-            Ok(value) => Ok(value.as_deref().and_then(parse_entry).map(|(why, _)| why)),
+            Ok(value) => Ok(match value.as_deref().and_then(parse_stored_value) {
+                Some((RevocationKind::Token(why), _)) => Some(why),
+                _ => None,
+            }),
             Err(e) => self.when_unreachable(e, Some(self.mirror.revocation(jti))),
         }
     }
 
     async fn retire(&self, jti: &str, expires_at: u64) -> Result<bool, StoreError> {
-        let event = Event::Token { jti: jti.to_owned(), why: Revocation::Retired, until: expires_at };
-        self.store_revocation(
-            self.keys.token(jti),
-            entry(Revocation::Retired, expires_at),
-            event,
-            expires_at,
-            true,
-        )
-        .await
+        let kind = RevocationKind::Token(Revocation::Retired);
+        self.store_revocation(RevocationEntry { id: jti.to_owned(), kind, expires_at }, true).await
     }
 
     async fn revoke_family(&self, family: &str, expires_at: u64) -> Result<(), StoreError> {
-        let event = Event::Family { id: family.to_owned(), until: expires_at };
-        self.store_revocation(self.keys.family(family), format!("f {expires_at}"), event, expires_at, false)
+        let kind = RevocationKind::Family;
+        self.store_revocation(RevocationEntry { id: family.to_owned(), kind, expires_at }, false)
             .await
             .map(drop)
     }
