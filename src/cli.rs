@@ -22,7 +22,7 @@ use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, S
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::{serve, RunOptions};
-use crate::store::{RedisStore, Revocation, RevocationKind, SledStore, Store, StoreError};
+use crate::store::{RedisStore, SledStore, Store, StoreError};
 use crate::tokens::TokenService;
 use tracing_subscriber::EnvFilter;
 
@@ -376,10 +376,8 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
         to.strip_prefix("redis:").ok_or("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0")?;
     // Prefix, timeouts, password and leeway come from the config (when there
     // is one) and its [store.redis] section; the URL on the command line wins.
-    let config = match config_path.exists() {
-        true => Some(Config::load(config_path).map_err(|e| e.to_string())?),
-        false => None,
-    };
+    let config =
+        if config_path.exists() { Some(Config::load(config_path).map_err(|e| e.to_string())?) } else { None };
     let leeway = config.as_ref().map_or(std::time::Duration::from_secs(5), |c| c.tokens.leeway);
     let mut redis = match config.map(|c| c.store.backend) {
         Some(StoreBackend::Redis(redis)) => *redis,
@@ -404,21 +402,12 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
                 other => format!("user {}: {other}", user.id),
             })?;
         }
-        let now = crate::tokens::now_unix();
         let mut revocations = 0;
         for entry in sled.revocations().map_err(|e| e.to_string())? {
-            if entry.expires_at.saturating_add(leeway.as_secs()) <= now {
-                continue;
+            let id = entry.id.clone();
+            if store.import_revocation(entry).await.map_err(|e| format!("revocation {id}: {e}"))? {
+                revocations += 1;
             }
-            let written = match entry.kind {
-                RevocationKind::Token(Revocation::Revoked) => store.revoke(&entry.id, entry.expires_at).await,
-                RevocationKind::Token(Revocation::Retired) => {
-                    store.retire(&entry.id, entry.expires_at).await.map(drop)
-                }
-                RevocationKind::Family => store.revoke_family(&entry.id, entry.expires_at).await,
-            };
-            written.map_err(|e| format!("revocation {}: {e}", entry.id))?;
-            revocations += 1;
         }
         Ok::<_, String>((users.len(), revocations))
     })?;

@@ -292,6 +292,22 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Writes a revocation entry as it is (for `gatehouse migrate`); false if
+    /// its token had already expired, so there was nothing to keep.
+    pub async fn import_revocation(&self, entry: RevocationEntry) -> Result<bool, StoreError> {
+        if self.outlived(entry.expires_at) {
+            return Ok(false);
+        }
+        self.store_revocation(entry, false).await?;
+        Ok(true)
+    }
+
+    /// Whether a token that expires at `expires_at` is past its leeway, so
+    /// revoking it would change nothing.
+    fn outlived(&self, expires_at: u64) -> bool {
+        expires_at.saturating_add(self.grace) <= now_unix()
+    }
+
     /// The answer when Redis can't be asked: an error, or with `fail_open`
     /// what this gateway last knew (when it knows anything).
     fn when_unreachable<T>(&self, error: StoreError, last_known: Option<T>) -> Result<T, StoreError> {
@@ -313,11 +329,11 @@ impl RedisStore {
     /// Stores a revocation entry (with `only_if_new`, only if there is none
     /// yet: false then) and announces it to every gateway.
     async fn store_revocation(&self, entry: RevocationEntry, only_if_new: bool) -> Result<bool, StoreError> {
-        let keep_until = entry.expires_at.saturating_add(self.grace);
-        if keep_until <= now_unix() {
+        if self.outlived(entry.expires_at) {
             // The token is dead by its own expiry; there is nothing to keep.
             return Ok(true);
         }
+        let keep_until = entry.expires_at.saturating_add(self.grace);
         let key = match entry.kind {
             RevocationKind::Token(_) => self.keys.token(&entry.id),
             RevocationKind::Family => self.keys.family(&entry.id),
