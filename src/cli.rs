@@ -374,6 +374,7 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
         .ok_or("--from must be sled:PATH (the data directory of a stopped gateway)")?;
     let target =
         to.strip_prefix("redis:").ok_or("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0")?;
+    crate::config::check_redis_url(target)?;
     // Prefix, timeouts, password and leeway come from the config (when there
     // is one) and its [store.redis] section; the URL on the command line wins.
     let config =

@@ -859,12 +859,12 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
     let target =
         match (section.url, section.sentinels, section.master_name) {
             (Some(url), None, None) => {
-                check_redis_url(&url)?;
+                check_redis_url(url.get_ref()).map_err(|message| Invalid::at(&url, message))?;
                 RedisTarget::Url(url.into_inner())
             }
             (None, Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
                 for url in &sentinels {
-                    check_redis_url(url)?;
+                    check_redis_url(url.get_ref()).map_err(|message| Invalid::at(url, message))?;
                 }
                 RedisTarget::Sentinel {
                     sentinels: sentinels.into_iter().map(Spanned::into_inner).collect(),
@@ -959,25 +959,23 @@ fn redis_config(section: Spanned<file::RedisSection>, base: &Path) -> Result<Red
     })
 }
 
-/// A Redis address must name a scheme redis-rs speaks and must not carry a
-/// password: it would end up in logs, `ps` output and error messages.
-fn check_redis_url(url: &Spanned<String>) -> Result<(), Invalid> {
-    let text = url.get_ref();
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return Err(Invalid::at(url, format!("`{text}` is not a URL like redis://127.0.0.1:6379/0")));
-    };
+/// Why a Redis address can't be used, if it can't: it must be a URL with a
+/// scheme redis-rs speaks, and must not carry a password (before the host,
+/// or `?pass=` on a socket URL): it would end up in logs, `ps` output and
+/// error messages. The address itself is never echoed, for the same reason.
+pub fn check_redis_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("the redis address is not a URL like redis://127.0.0.1:6379/0 ({e})"))?;
+    let scheme = url.scheme();
     if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
-        return Err(Invalid::at(
-            url,
-            format!("redis URL scheme `{scheme}`: expected redis://, rediss:// (TLS) or redis+unix://"),
+        return Err(format!(
+            "redis URL scheme `{scheme}`: expected redis://, rediss:// (TLS) or redis+unix://"
         ));
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
-        return Err(Invalid::at(
-            url,
-            "put the redis password in store.redis.password_env or password_file, not in the URL",
-        ));
+    if url.password().is_some() || url.query_pairs().any(|(name, _)| name == "pass") {
+        return Err(
+            "put the redis password in store.redis.password_env or password_file, not in the URL".into()
+        );
     }
     Ok(())
 }
@@ -1094,6 +1092,8 @@ access_ttl = "15m"
             ("[store.redis]\nurl = \"redis://h:1\"", "store.backend is not \"redis\""),
             ("backend = \"redis\"\n[store.redis]\nurl = \"redis://:hunter2@h:1/0\"", "not in the URL"),
             ("backend = \"redis\"\n[store.redis]\nurl = \"redis://u:hunter2@h:1/0\"", "not in the URL"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"redis+unix:///r.sock?pass=hunter2\"", "not in the URL"),
+            ("backend = \"redis\"\n[store.redis]\nurl = \"hunter2@h:1\"", "not a URL"),
             ("backend = \"redis\"\n[store.redis]\nurl = \"http://h:1\"", "expected redis://"),
             ("backend = \"redis\"\n[store.redis]\nsentinels = [\"redis://h:1\"]", "`master_name`"),
             ("backend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\nkey_prefix = \"a*\"", "key_prefix"),
