@@ -6,9 +6,9 @@
 //! Groups: `token` (HS256 verify + claim decode, and the same through the
 //! verified-token cache), `policy` (route lookup with
 //! 10 and 1,000 routes), `revocation` (lookup with 1,000,000 revoked tokens in
-//! the sled store), `decision` (the whole per-request auth decision: path
-//! normalisation, route lookup, verify, revocation and user check, header
-//! strip and identity injection). Numbers are only meaningful as ratios on
+//! the sled store), `decision` (the whole per-request auth decision: the
+//! canonical request (method, target, header plan and strip), route lookup,
+//! verify, revocation and user check, identity injection). Numbers are only meaningful as ratios on
 //! one machine; see BENCHMARKS.md.
 
 // Benchmarks set up with unwrap: a panic is a broken bench.
@@ -23,6 +23,9 @@ use gatehouse::auth::Authenticator;
 use gatehouse::config::Config;
 use gatehouse::passwords::Passwords;
 use gatehouse::proxy::{rewrite_upstream_headers, Live};
+use gatehouse::request::{
+    canonical_method, canonical_target, inspect_headers, HeaderRules, MethodOverride, UnderscoreHeaders,
+};
 use gatehouse::store::{NewUser, SledStore, Store};
 use gatehouse::tokens::{new_family_id, TokenKind, TokenService};
 use http::Method;
@@ -121,12 +124,23 @@ fn benches(c: &mut Criterion) {
     request.insert_header("authorization", format!("Bearer {}", f.access_token)).unwrap();
     request.insert_header("x-auth-user-id", "spoofed").unwrap();
     request.insert_header("user-agent", "bench").unwrap();
+    let rules = HeaderRules {
+        identity_prefix: &live.upstream.identity_prefix,
+        underscores: UnderscoreHeaders::Drop,
+        trusted_peer: false,
+    };
     group.bench_function("any_policy_full", |b| {
         b.to_async(&f.runtime).iter(|| async {
-            let path = gatehouse::path::normalise(request.uri.path()).unwrap();
-            let matched = live.routes.lookup(&request.method, &path);
-            let identity = f.auth.decide(&request.headers, matched.rule).await.unwrap();
+            // The canonical request first, as the proxy makes it (src/proxy.rs `canonicalise`).
+            canonical_method(&request.method).unwrap();
+            let target = canonical_target(request.raw_path(), MethodOverride::Refuse).unwrap();
+            let plan = inspect_headers(&request.method, request.version, &request.headers, rules).unwrap();
             let mut upstream = request.clone();
+            for name in &plan.remove {
+                upstream.remove_header(name);
+            }
+            let matched = live.routes.lookup(&request.method, &target.path);
+            let identity = f.auth.decide(&upstream.headers, matched.rule).await.unwrap();
             rewrite_upstream_headers(&live, &mut upstream, identity.as_ref(), "req-1").unwrap();
             upstream
         })

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::store::{NewUser, Store, StoreError, User, UserChange, UserId};
+use crate::store::{EmailLookup, Identifiers, Store, StoreError, User, UserChange, UserId};
 use crate::tokens::{Claims, TokenKind, TokenService};
 
 /// A user as shown to clients and operators: never the password hash.
@@ -66,30 +66,23 @@ impl Accounts {
         &self.passwords
     }
 
+    /// Creates an account. The email and username are checked and
+    /// normalised by [`Identifiers::check`] (once: the store takes them as
+    /// checked) before the password is hashed; the store refuses an email or
+    /// username whose comparison key is taken.
     pub async fn create(&self, registration: Registration) -> Result<UserView, ApiError> {
-        let email = registration.email.trim();
-        validate_email(email)?;
-        let username = registration.username.trim();
-        if username.is_empty() || username.chars().count() > 64 || username.chars().any(char::is_control) {
-            return Err(ApiError::InvalidRequest(
-                "username must be 1 to 64 characters with no control characters".into(),
-            ));
-        }
+        let identifiers = Identifiers::check(&registration.email, &registration.username)
+            .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
         self.passwords.check_policy(&registration.password)?;
         let password_hash = self.passwords.hash(registration.password).await?;
-        let user = self
-            .store
-            .create_user(NewUser {
-                email: email.to_owned(),
-                username: username.to_owned(),
-                password_hash,
-                is_admin: registration.is_admin,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::EmailTaken => ApiError::EmailTaken,
-                other => other.into(),
-            })?;
+        let user =
+            self.store.create_checked(identifiers, password_hash, registration.is_admin).await.map_err(
+                |e| match e {
+                    StoreError::EmailTaken => ApiError::EmailTaken,
+                    StoreError::UsernameTaken => ApiError::UsernameTaken,
+                    other => other.into(),
+                },
+            )?;
         tracing::info!(user_id = user.id, admin = user.is_admin, "account created");
         Ok(UserView::from(&user))
     }
@@ -104,7 +97,8 @@ impl Accounts {
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
-        let user = self.store.user_by_email(email).await?.ok_or(ApiError::UserNotFound)?;
+        let lookup = EmailLookup::new(email).ok_or(ApiError::UserNotFound)?;
+        let user = self.store.user_by_email(&lookup).await?.ok_or(ApiError::UserNotFound)?;
         Ok(UserView::from(user.as_ref()))
     }
 
@@ -143,18 +137,5 @@ impl Accounts {
         })?;
         self.revoke(&claims).await?;
         Ok(claims)
-    }
-}
-
-fn validate_email(email: &str) -> Result<(), ApiError> {
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
-        })
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidRequest("email must be an address like name@example.com".into()))
     }
 }

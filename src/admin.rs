@@ -27,6 +27,8 @@ use crate::tokens::TokenService;
 
 /// Largest body the admin API reads.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// The longest a caller may take to send an admin request body.
+const ADMIN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct AdminApi {
     accounts: Accounts,
@@ -190,6 +192,7 @@ impl AdminApi {
                         status: StatusCode::OK,
                         body: metrics.render(),
                         headers: vec![(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT.to_owned())],
+                        error_code: None,
                     };
                 }
             }
@@ -198,7 +201,7 @@ impl AdminApi {
         if let Err(e) = self.authorised(&session.req_header().headers) {
             return Reply::error(&e);
         }
-        let body = match crate::proxy::read_body(session, MAX_ADMIN_BODY).await {
+        let body = match crate::proxy::read_body(session, MAX_ADMIN_BODY, ADMIN_BODY_TIMEOUT).await {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };

@@ -23,6 +23,8 @@ pub struct Identity {
     pub is_admin: bool,
     pub fresh: bool,
     pub token_id: String,
+    /// When the token expires (Unix seconds): a WebSocket tunnel it opened closes then.
+    pub expires_at: u64,
 }
 
 /// A verified token together with the current account behind it.
@@ -47,6 +49,7 @@ impl Authenticated {
             is_admin: self.is_admin(),
             fresh: self.claims.fresh,
             token_id: self.claims.jti.clone(),
+            expires_at: self.claims.exp,
         }
     }
 }

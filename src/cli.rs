@@ -7,6 +7,7 @@
 //! runs, so both paths behave alike. A Redis store is always changed directly:
 //! it is shared, and every gateway learns of the change through pub/sub.
 
+use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,10 +20,11 @@ use serde_json::{json, Value};
 use crate::accounts::{Accounts, UserView};
 use crate::admin::AdminApi;
 use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, StoreBackend};
+use crate::identity_text::comparison_key;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::{serve, RunOptions};
-use crate::store::{RedisStore, SledStore, Store, StoreError};
+use crate::store::{ImportClaims, RedisStore, SledStore, Store, StoreError};
 use crate::tokens::TokenService;
 use tracing_subscriber::EnvFilter;
 
@@ -395,10 +397,27 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
     let store = connect_redis(&redis, leeway, &runtime)?;
     let (users, revocations) = runtime.block_on(async {
         let users = sled.users().await.map_err(|e| e.to_string())?;
+        // Users already in redis get their index entries by comparison key first.
+        store.upgrade_indexes().await.map_err(|e| format!("cannot index the users in redis: {e}"))?;
+        // Oldest first, as sled's own index: where two accounts share an email
+        // or username once normalised, the older one keeps it.
+        let (mut emails, mut usernames) = (HashSet::new(), HashSet::new());
         for user in &users {
-            store.import_user(user).await.map_err(|e| match e {
+            let claim = ImportClaims {
+                email: emails.insert(comparison_key(&user.email)),
+                username: usernames.insert(comparison_key(&user.username)),
+            };
+            for (what, claimed) in [("email", claim.email), ("username", claim.username)] {
+                if !claimed {
+                    say!("note: user {} shares its {what} with an older account once normalised: the older one keeps it", user.id);
+                }
+            }
+            store.import_user(user, claim).await.map_err(|e| match e {
                 StoreError::EmailTaken => {
                     format!("user {} ({}): the email belongs to another user in redis", user.id, user.email)
+                }
+                StoreError::UsernameTaken => {
+                    format!("user {} ({}): the username belongs to another user in redis", user.id, user.username)
                 }
                 other => format!("user {}: {other}", user.id),
             })?;

@@ -26,12 +26,14 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
     pub headers: Vec<(http::HeaderName, String)>,
+    /// The error code of a refusal, for the access log.
+    pub error_code: Option<&'static str>,
 }
 
 impl Reply {
     pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, headers: Vec::new() },
+            Ok(body) => Reply { status, body, headers: Vec::new(), error_code: None },
             Err(_) => Reply::error(&ApiError::Internal),
         }
     }
@@ -44,7 +46,7 @@ impl Reply {
         if let Some(seconds) = error.retry_after() {
             headers.push((http::header::RETRY_AFTER, seconds.to_string()));
         }
-        Reply { status: error.status(), body: error.body(), headers }
+        Reply { status: error.status(), body: error.body(), headers, error_code: Some(error.code()) }
     }
 
     fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
@@ -135,24 +137,41 @@ impl BuiltIns {
         self.paths.max_body_bytes
     }
 
-    /// The built-in endpoint at `path`, if any. Built-ins take precedence over routes.
+    /// The longest a client may take to send a built-in endpoint's body.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        self.paths.body_timeout
+    }
+
+    /// The built-in endpoint at the normalised `path`, if any. Built-ins take
+    /// precedence over routes, and `/login/` is `/login`: a built-in's path is
+    /// never forwarded upstream (with a password in its body) in any spelling.
     pub fn route(&self, path: &str) -> Option<Endpoint> {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        // Letter case doesn't matter either, as in route matching: `/LOGIN`
+        // must not reach a case-insensitive upstream with a password.
         let p = &self.paths;
-        if path == p.login {
+        let is = |built_in: &str| path.eq_ignore_ascii_case(built_in);
+        if is(&p.login) {
             Some(Endpoint::Login)
-        } else if path == p.refresh {
+        } else if is(&p.refresh) {
             Some(Endpoint::Refresh)
-        } else if path == p.logout {
+        } else if is(&p.logout) {
             Some(Endpoint::Logout)
-        } else if path == p.register {
+        } else if is(&p.register) {
             Some(Endpoint::Register)
-        } else if path == p.jwks {
+        } else if is(&p.jwks) {
             Some(Endpoint::Jwks)
         } else {
-            let rest = path.strip_prefix(p.users.as_str())?.strip_prefix('/')?;
+            let prefix = path.get(..p.users.len()).filter(|head| head.eq_ignore_ascii_case(&p.users))?;
+            let rest = path[prefix.len()..].strip_prefix('/')?;
             match rest.split_once('/') {
                 None if !rest.is_empty() => Some(Endpoint::User(rest.parse().ok())),
-                Some((id, "tokens")) => Some(Endpoint::UserTokens(id.parse().ok())),
+                Some((id, tokens)) if tokens.eq_ignore_ascii_case("tokens") => {
+                    Some(Endpoint::UserTokens(id.parse().ok()))
+                }
                 _ => None,
             }
         }
@@ -194,6 +213,7 @@ impl BuiltIns {
                 status: StatusCode::OK,
                 body: self.auth.tokens().jwks().to_vec(),
                 headers: vec![(http::header::CACHE_CONTROL, "public, max-age=300".to_owned())],
+                error_code: None,
             },
             Endpoint::UserTokens(id) => {
                 Reply::from_result(StatusCode::OK, self.revoke_user_tokens(headers, id).await)
@@ -237,16 +257,24 @@ impl BuiltIns {
 
     async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
-        let account = crate::store::normalise_email(&email);
-        self.limiter.check_account(&account, client).await?;
-        let user = self.accounts.store().user_by_email(&account).await?;
+        // Malformed emails are not refused here, only found by no account. An
+        // email too long for any account is not even normalised: it is
+        // answered like an unknown email (the dummy hash included), its
+        // attempts counted under the key of the empty email, also no account's.
+        let lookup = crate::store::EmailLookup::new(&email);
+        let account = lookup.as_ref().map_or("", |lookup| lookup.key());
+        self.limiter.check_account(account, client).await?;
+        let user = match &lookup {
+            Some(lookup) => self.accounts.store().user_by_email(lookup).await?,
+            None => None,
+        };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.accounts.passwords().verify(password, stored_hash).await {
-            self.limiter.record_failure(&account, client).await?;
+            self.limiter.record_failure(account, client).await?;
             tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
             return Err(ApiError::InvalidCredentials);
         }
-        self.limiter.record_success(&account, client).await?;
+        self.limiter.record_success(account, client).await?;
         let user = user.ok_or(ApiError::InvalidCredentials)?;
         if user.blocked {
             tracing::info!(user_id = user.id, outcome = "blocked", "login refused");

@@ -46,6 +46,8 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("an account with this email already exists")]
     EmailTaken,
+    #[error("an account with this username already exists")]
+    UsernameTaken,
     #[error("registration is switched off on this gateway")]
     RegistrationDisabled,
     #[error("no such user")]
@@ -64,6 +66,20 @@ pub enum ApiError {
     RefreshTokenReused,
     #[error("the request path can't be accepted: {0}")]
     InvalidPath(crate::path::PathError),
+    #[error("the method must be an upper-case HTTP method such as GET or POST")]
+    InvalidMethod,
+    #[error(
+        "a `_method` parameter or form field is not accepted: it would change the method the gateway checked"
+    )]
+    MethodOverrideRefused,
+    #[error("the request headers can't be accepted: {0}")]
+    InvalidHeader(crate::request::HeaderError),
+    #[error("the request took too long to arrive")]
+    RequestTimeout,
+    #[error(
+        "a form body on this route needs a Content-Length (the gateway checks it for a `_method` field)"
+    )]
+    LengthRequired,
     #[error("the request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
     #[error("too many attempts; try again in {retry_after} seconds")]
@@ -94,10 +110,16 @@ impl ApiError {
             | AccountNotFound
             | InvalidCredentials
             | RefreshTokenReused => StatusCode::UNAUTHORIZED,
-            DuplicateAuthorization | InvalidJson(_) | InvalidRequest(_) | InvalidPath(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            DuplicateAuthorization
+            | InvalidJson(_)
+            | InvalidRequest(_)
+            | InvalidPath(_)
+            | InvalidMethod
+            | MethodOverrideRefused
+            | InvalidHeader(_) => StatusCode::BAD_REQUEST,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            LengthRequired => StatusCode::LENGTH_REQUIRED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -105,7 +127,7 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
-            EmailTaken => StatusCode::CONFLICT,
+            EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -134,6 +156,7 @@ impl ApiError {
             NotYourAccount => "not_your_account",
             InvalidCredentials => "invalid_credentials",
             EmailTaken => "email_taken",
+            UsernameTaken => "username_taken",
             RegistrationDisabled => "registration_disabled",
             UserNotFound => "user_not_found",
             InvalidJson(_) => "invalid_json",
@@ -143,7 +166,12 @@ impl ApiError {
             NotFound => "not_found",
             RefreshTokenReused => "refresh_token_reused",
             InvalidPath(_) => "invalid_path",
+            InvalidMethod => "invalid_method",
+            MethodOverrideRefused => "method_override_refused",
+            InvalidHeader(_) => "invalid_header",
             HeadersTooLarge { .. } => "headers_too_large",
+            RequestTimeout => "request_timeout",
+            LengthRequired => "length_required",
             RateLimited { .. } => "rate_limited",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
@@ -193,6 +221,19 @@ impl ApiError {
             _ => "invalid_token",
         };
         Some(format!("Bearer error=\"{error}\", error_description=\"{}\"", self.message().replace('"', "'")))
+    }
+}
+
+impl From<crate::request::RequestError> for ApiError {
+    fn from(err: crate::request::RequestError) -> Self {
+        use crate::request::RequestError;
+        match err {
+            RequestError::InvalidMethod => ApiError::InvalidMethod,
+            RequestError::Connect => ApiError::MethodNotAllowed("CONNECT".into()),
+            RequestError::Path(e) => ApiError::InvalidPath(e),
+            RequestError::MethodOverride => ApiError::MethodOverrideRefused,
+            RequestError::Header(e) => ApiError::InvalidHeader(e),
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub mod cli;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+#[cfg(feature = "server")]
+pub mod header_deadline;
+pub mod identity_text;
 pub mod limits;
 pub mod metrics;
 pub mod passwords;
@@ -26,6 +29,7 @@ pub mod path;
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod proxy;
+pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod store;

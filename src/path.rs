@@ -13,9 +13,9 @@ use std::borrow::Cow;
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    #[error("the request target must be a path starting with `/`")]
+    #[error("the request target must be a path starting with `/` (no absolute URL, `*` or relative path)")]
     NotOriginForm,
-    #[error("the path has a broken percent escape")]
+    #[error("the request target has a broken percent escape")]
     BadEscape,
     #[error("the path has an encoded `/` or `\\`")]
     EncodedSeparator,
@@ -23,6 +23,10 @@ pub enum PathError {
     ForbiddenCharacter,
     #[error("the path has `;` parameters, which the gateway does not accept")]
     PathParameters,
+    #[error("the request target is not valid UTF-8")]
+    NotUtf8,
+    #[error("the request target has a `#` fragment, which clients must not send")]
+    Fragment,
 }
 
 fn is_unreserved(b: u8) -> bool {

@@ -11,6 +11,11 @@
 //! 3. between two prefix (`/**`) patterns, the longer prefix wins, then rule 2;
 //! 4. a route that lists the request's method beats one that lists no methods;
 //! 5. otherwise the route written first in the file wins.
+//!
+//! Literal segments match regardless of ASCII letter case: many backends
+//! (Express, ASP.NET, IIS) route `/ADMIN/x` to their `/admin/x` handler, so a
+//! case-sensitive match would judge that request by a weaker route than the
+//! one that serves it. The upstream still receives the path as sent.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -83,6 +88,9 @@ pub struct Rule {
     pub require_fresh: bool,
     /// Forward a signed identity assertion (`X-Auth-Assertion`) upstream.
     pub assertion: bool,
+    /// A WebSocket upgrade may pass (after this rule's checks); on every
+    /// other route the upgrade headers are removed and no tunnel can open.
+    pub websocket: bool,
 }
 
 /// One segment of a compiled path pattern.
@@ -137,7 +145,8 @@ impl PathPattern {
                     "path pattern `{pattern}`: segment `{raw}` mixes literal text with `{{`, `}}`, `*`, `?`, `#` or `%`"
                 ));
             } else {
-                segments.push(Segment::Literal(raw.to_owned()));
+                // Stored lower-case: matching folds ASCII case.
+                segments.push(Segment::Literal(raw.to_ascii_lowercase()));
             }
         }
         Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
@@ -155,7 +164,7 @@ impl PathPattern {
                 return false;
             };
             if let Segment::Literal(lit) = segment {
-                if lit != part {
+                if !lit.eq_ignore_ascii_case(part) {
                     return false;
                 }
             }
@@ -184,7 +193,10 @@ impl PathPattern {
                 _ => {}
             }
         }
-        Ordering::Equal
+        // Full patterns of different lengths never match the same path, so
+        // their order is arbitrary; it must still be consistent (a total order
+        // for the sort): the shorter first, as in a dictionary.
+        self.segments.len().cmp(&other.segments.len())
     }
 }
 
@@ -256,7 +268,13 @@ impl RouteTable {
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Matched<'_> {
         let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
-        let bucket = self.by_first_segment.get(first).map_or(&[][..], Vec::as_slice);
+        // Bucket keys are lower-case; most paths already are, so only fold when needed.
+        let bucket = if first.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_first_segment.get(&first.to_ascii_lowercase())
+        } else {
+            self.by_first_segment.get(first)
+        };
+        let bucket = bucket.map_or(&[][..], Vec::as_slice);
         // Walk both position lists in order, so the most specific match wins.
         let (mut a, mut b) = (bucket.iter().peekable(), self.unanchored.iter().peekable());
         let mut found = None;
@@ -285,6 +303,28 @@ impl RouteTable {
         }
     }
 
+    /// Whether every method is judged alike on `path` (same policy, same
+    /// freshness demand). Where that holds, a framework's `_method` override
+    /// can't turn the request into one the gateway would have judged
+    /// differently, so a form body needs no check for it.
+    pub fn judged_alike_for_every_method(&self, path: &str) -> bool {
+        const METHODS: [http::Method; 7] = [
+            http::Method::GET,
+            http::Method::HEAD,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::PATCH,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ];
+        let judged = |method: &http::Method| {
+            let rule = self.lookup(method, path).rule;
+            (rule.policy, rule.require_fresh)
+        };
+        let first = judged(&http::Method::POST);
+        METHODS.iter().all(|m| judged(m) == first)
+    }
+
     pub fn default_rule(&self) -> Rule {
         self.default_rule
     }
@@ -307,13 +347,16 @@ mod tests {
         Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
-            rule: Rule { policy, require_fresh: false, assertion: false },
+            rule: Rule { policy, require_fresh: false, assertion: false, websocket: false },
             index,
         }
     }
 
     fn table(routes: Vec<Route>) -> RouteTable {
-        RouteTable::new(routes, Rule { policy: Policy::Deny, require_fresh: false, assertion: false })
+        RouteTable::new(
+            routes,
+            Rule { policy: Policy::Deny, require_fresh: false, assertion: false, websocket: false },
+        )
     }
 
     #[test]
@@ -377,6 +420,50 @@ mod tests {
         assert_eq!(t.lookup(&Method::GET, "/a/x/y").rule.policy, Policy::Admin);
         assert_eq!(t.lookup(&Method::GET, "/b/y").rule.policy, Policy::Deny);
         assert_eq!(t.lookup(&Method::GET, "/").rule.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn literal_segments_match_in_any_letter_case() {
+        let t = table(vec![route("/admin/**", &[], Policy::Admin, 0), route("/**", &[], Policy::Public, 1)]);
+        for path in ["/admin/x", "/ADMIN/x", "/Admin", "/aDmIn/users"] {
+            assert_eq!(t.lookup(&Method::GET, path).rule.policy, Policy::Admin, "{path}");
+        }
+        let t = table(vec![route("/Item/{name}", &["DELETE"], Policy::Admin, 0)]);
+        assert_eq!(t.lookup(&Method::DELETE, "/ITEM/chair").rule.policy, Policy::Admin);
+    }
+
+    #[test]
+    fn method_overrides_matter_only_where_methods_are_judged_differently() {
+        let t = table(vec![
+            route("/item/{name}", &["DELETE"], Policy::Admin, 0),
+            route("/upload/**", &[], Policy::Any, 1),
+            route("/**", &[], Policy::Public, 2),
+        ]);
+        assert!(!t.judged_alike_for_every_method("/item/x"));
+        assert!(t.judged_alike_for_every_method("/upload/big"));
+        assert!(t.judged_alike_for_every_method("/other"));
+    }
+
+    #[test]
+    fn specificity_is_a_total_order() {
+        // Found by the config fuzzer: `/a` tied with both `/a/{x}` and
+        // `/a/b`, which are not tied with each other, and the sort panicked.
+        let patterns: Vec<PathPattern> =
+            ["/a/{x}", "/a", "/a/b", "/{x}", "/{x}/b", "/a/**", "/**", "/a/b/**", "/{x}/**"]
+                .iter()
+                .map(|p| PathPattern::parse(p).unwrap())
+                .collect();
+        for a in &patterns {
+            for b in &patterns {
+                assert_eq!(a.specificity_cmp(b), b.specificity_cmp(a).reverse(), "{a:?} {b:?}");
+                for c in &patterns {
+                    if a.specificity_cmp(b) != Ordering::Greater && b.specificity_cmp(c) != Ordering::Greater
+                    {
+                        assert_ne!(a.specificity_cmp(c), Ordering::Greater, "{a:?} {b:?} {c:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::admin::AdminApi;
 use crate::auth::Authenticator;
 use crate::config::{Config, SecretError, StoreBackend};
 use crate::endpoints::BuiltIns;
+use crate::header_deadline::HeaderDeadline;
 use crate::limits::{LoginLimiter, SharedLimits};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
@@ -104,10 +105,23 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
         Arc::clone(&auth),
         builtins,
         config.limits.clone(),
+        config.server.requests.clone(),
         Arc::clone(&metrics),
     );
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gatehouse proxy");
+    let mut proxy = pingora::proxy::HttpProxy::new(gateway, Arc::clone(&server.configuration));
+    proxy.handle_init_modules();
+    // Let CONNECT reach the gateway, which refuses it with a JSON 405
+    // instead of pingora's empty one; nothing is ever tunnelled.
+    let mut options = proxy.server_options.take().unwrap_or_default();
+    options.allow_connect_method_proxying = true;
+    proxy.server_options = Some(options);
+    let proxy = HeaderDeadline::new(
+        proxy,
+        config.server.requests.header_timeout,
+        config.limits.max_header_bytes,
+        Arc::clone(&metrics),
+    );
+    let mut proxy = Service::new("gatehouse proxy".to_owned(), proxy);
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

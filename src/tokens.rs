@@ -256,6 +256,11 @@ impl TokenService {
         // The key comes from the `kid`, and the algorithm from the key: a token
         // whose `alg` doesn't match its key's type is refused (no key confusion).
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
+        // `crit` names header extensions the verifier must understand (RFC 7515
+        // section 4.1.11); Gatehouse understands none, so such a token is refused.
+        if header.crit.is_some() {
+            return Err(ApiError::InvalidToken);
+        }
         let (key, validation) = match &header.kid {
             Some(kid) => {
                 self.keys.get(kid).map(|(key, validation)| (key, validation)).ok_or(ApiError::InvalidToken)?

@@ -453,3 +453,484 @@ fn slow_bodies_and_idle_connections_are_cut_off() {
     // The gateway still serves everyone else.
     assert_eq!(gw.get("/items", None).0, 200);
 }
+
+// ---- Request integrity: what was judged is what arrives ----
+
+#[test]
+fn a_token_with_a_crit_header_is_refused() {
+    let (upstream, gw) = setup();
+    let header = Header { crit: Some(vec!["exp".into()]), ..Header::new(Algorithm::HS256) };
+    let key = EncodingKey::from_secret(gw.jwt_secret.as_bytes());
+    let token = jsonwebtoken::encode(&header, &claims(1), &key).unwrap();
+    assert_refused(&gw, &upstream, "/debug/echo/any/x", &token, 401, "invalid_token");
+    // The same token without `crit` is accepted: only `crit` made the difference.
+    let plain = sign(&claims(1), Algorithm::HS256, gw.jwt_secret.as_bytes());
+    assert_eq!(gw.get("/debug/echo/any/x", Some(&plain)).0, 200);
+}
+
+#[test]
+fn built_in_paths_are_never_forwarded_in_any_spelling() {
+    let (upstream, gw) = setup();
+    let body = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}).to_string();
+    // Raw requests: an HTTP client would tidy these paths before sending them.
+    for path in ["/login/", "//login", "/x/../login/", "/%6cogin", "/./login"] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, answer) = raw(gw.addr, &request);
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert!(answer.contains("\"access_token\""), "{path}: {answer}");
+    }
+    assert!(upstream.seen().is_empty(), "a password reached the upstream: {:?}", upstream.seen());
+}
+
+#[test]
+fn lower_case_methods_and_relative_targets_are_refused_not_forwarded() {
+    let (upstream, gw) = setup();
+    let send = |line: &str| {
+        raw(gw.addr, &format!("{line} HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n"))
+    };
+    for line in
+        ["delete /item/chair", "Delete /item/chair", "dElEtE /item/chair", "get /item/chair", "G3T /items"]
+    {
+        let (status, body) = send(line);
+        assert_eq!((status, error_code(&body).as_str()), (400, "invalid_method"), "{line}: {body}");
+    }
+    for line in ["DELETE item/chair", "GET admin/secret", "GET ../item/x", "GET */item/x", "GET *"] {
+        let (status, body) = send(line);
+        assert_eq!((status, error_code(&body).as_str()), (400, "invalid_path"), "{line}: {body}");
+    }
+    let (status, body) = send("GET /debug/echo/public/x?_method=DELETE");
+    assert_eq!((status, error_code(&body).as_str()), (400, "method_override_refused"), "{body}");
+    let (status, body) = send("CONNECT /item/chair");
+    assert_eq!((status, error_code(&body).as_str()), (405, "method_not_allowed"), "{body}");
+    // An authority-form CONNECT is refused by pingora's parser (400, no body).
+    let (status, _) = send(&format!("CONNECT {}", gw.addr));
+    assert!(matches!(status, 400 | 405), "{status}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[test]
+fn underscore_spellings_and_forwarding_headers_never_reach_the_upstream() {
+    let (_upstream, gw) = setup();
+    let extra = "X_Auth_User_Id: 1\r\nx_auth_admin: true\r\nX-Auth_User-Id: 1\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                 X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\
+                 Content_Length: 5\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\n";
+    let (status, body) = get_raw(&gw, "/debug/echo/public/x", extra);
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    let headers = echo["headers"].as_object().unwrap();
+    for (name, value) in headers {
+        assert!(!name.contains('_'), "{name} reached the upstream");
+        assert!(!name.starts_with("x-auth-"), "{name} reached the upstream on a public route");
+        assert_ne!(name, "x-custom", "a header named in Connection was forwarded");
+        assert!(
+            !value.to_string().contains("6.6.6.6") && !value.to_string().contains("evil"),
+            "{name}: {value}"
+        );
+    }
+    assert_eq!(headers["x-forwarded-for"], json!(["127.0.0.1"]));
+    assert_eq!(headers["x-forwarded-proto"], json!(["http"]));
+    assert_eq!(headers["x-forwarded-host"], json!(["gatehouse"]));
+}
+
+#[test]
+fn underscore_headers_can_be_refused_instead() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { server_extra: "underscore_headers = \"reject\"".into(), ..Options::default() },
+    );
+    let (status, body) = get_raw(&gw, "/debug/echo/public/x", "X_Anything: 1\r\n");
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_header"), "{body}");
+    assert!(upstream.seen().is_empty());
+}
+
+#[test]
+fn framing_and_host_ambiguities_are_refused_or_collapsed() {
+    let (upstream, gw) = setup();
+    let post = |headers: &str| {
+        raw(
+            gw.addr,
+            &format!("POST /debug/echo/public/x HTTP/1.1\r\n{headers}Connection: close\r\n\r\nhello"),
+        )
+    };
+    let (status, body) = post("Host: g\r\nContent-Length: 5, 5\r\n");
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["headers"]["content-length"], json!(["5"]), "{echo}");
+    let (status, body) = post("Host: g\r\nContent-Length: 5\r\nContent-Length: 5\r\n");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["headers"]["content-length"], json!(["5"]));
+    let (status, body) = post("Host: a\r\nHost: b\r\nContent-Length: 5\r\n");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post("Host: g\r\nTransfer-Encoding: gzip, chunked\r\n");
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_header"), "{body}");
+    assert_eq!(upstream.seen().len(), 2, "{:?}", upstream.seen());
+}
+
+#[test]
+fn an_oversized_login_body_gets_its_json_answer_not_a_reset() {
+    let (_upstream, gw) = setup();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = vec![b'x'; 64 * 1024];
+        let head = format!("POST /login HTTP/1.1\r\nHost: g\r\nContent-Length: {}\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(&body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("\"body_too_large\""), "{text}");
+    }
+}
+
+#[test]
+fn a_built_in_body_that_trickles_is_cut_off_at_its_deadline() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { endpoints_extra: "body_timeout = \"1s\"".into(), ..Options::default() },
+    );
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"POST /login HTTP/1.1\r\nHost: g\r\nContent-Length: 40\r\n\r\n").unwrap();
+    let (text, took) = trickle(&mut stream, 8, Duration::from_millis(300), |_| b"x".to_vec());
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"request_timeout\""), "{text}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// Writes `count` pieces from `piece(i)`, one every `every`, on a clone of
+/// the stream while reading the answer until the gateway closes; returns the
+/// answer and how long that took.
+fn trickle(
+    stream: &mut TcpStream,
+    count: usize,
+    every: Duration,
+    piece: impl Fn(usize) -> Vec<u8> + Send + 'static,
+) -> (String, Duration) {
+    let started = Instant::now();
+    let writer = std::thread::spawn({
+        let mut stream = stream.try_clone().unwrap();
+        move || {
+            for i in 0..count {
+                std::thread::sleep(every);
+                if stream.write_all(&piece(i)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let _ = writer.join();
+    (String::from_utf8_lossy(&answer).into_owned(), took)
+}
+
+#[test]
+fn behind_trusted_proxies_login_limits_count_real_clients() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options {
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = true".into(),
+            extra: "[limits]\nlogin_per_ip_per_minute = 2\n".into(),
+            ..Options::default()
+        },
+    );
+    let login = |client: &str| {
+        gw.http
+            .post(gw.url("/login"))
+            .header("X-Forwarded-For", format!("6.6.6.6, {client}"))
+            .json(&json!({"email": "x@y.z", "password": "wrong-password"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((login("198.51.100.1"), login("198.51.100.1")), (401, 401));
+    assert_eq!(login("198.51.100.1"), 429, "the third attempt from one client");
+    assert_eq!(login("198.51.100.2"), 401, "another client behind the same balancer is not limited");
+    // The upstream is told the client the gateway decided on, not what it was sent.
+    let echo: Value = gw
+        .http
+        .get(gw.url("/debug/echo/public/x"))
+        .header("X-Forwarded-For", "6.6.6.6, 198.51.100.3")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-for"], json!(["198.51.100.3, 127.0.0.1"]), "{echo}");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], json!(["https"]), "a trusted proxy's scheme is kept");
+    let forwarded = format!("for=198.51.100.3;proto=https;host=\"{}\"", gw.addr);
+    assert_eq!(echo["headers"]["forwarded"], json!([forwarded]));
+}
+
+#[test]
+fn an_untrusted_peer_cannot_choose_its_client_address() {
+    let (_upstream, gw) = limited_gateway("login_per_ip_per_minute = 2");
+    let login = |client: &str| {
+        gw.http
+            .post(gw.url("/login"))
+            .header("X-Forwarded-For", client)
+            .json(&json!({"email": "x@y.z", "password": "wrong-password"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((login("198.51.100.1"), login("198.51.100.2")), (401, 401));
+    assert_eq!(login("198.51.100.3"), 429, "a forged X-Forwarded-For does not buy a new budget");
+}
+
+#[test]
+fn an_upstream_cannot_open_a_tunnel_nobody_authorised() {
+    use std::net::TcpListener;
+    // A backend that answers 101 to anything and then reads on as HTTP.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        listener.set_nonblocking(false).unwrap();
+        if let Ok((mut conn, _)) = listener.accept() {
+            conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = conn.read(&mut buf) {
+                received.extend_from_slice(&buf[..n]);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    received.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    });
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options {
+            upstreams: Some(vec![addr.to_string()]),
+            upstream_extra: "health_check = \"none\"".into(),
+            ..Options::default()
+        },
+    );
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(
+            b"GET /debug/echo/public/x HTTP/1.1\r\nHost: g\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\
+              DELETE /item/chair HTTP/1.1\r\nHost: g\r\nX-Auth-Admin: true\r\nX-Auth-User-Id: 1\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(!answer.contains("101"), "{answer}");
+    let received = server.join().unwrap();
+    assert!(!received.to_ascii_lowercase().contains("upgrade:"), "the upgrade was forwarded: {received}");
+    assert!(!received.contains("X-Auth-Admin: true"), "a forged request went through a tunnel: {received}");
+}
+
+#[test]
+fn a_header_section_that_trickles_is_cut_off_at_its_deadline() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { server_extra: "header_timeout = \"1s\"".into(), ..Options::default() },
+    );
+    // A plain slow head; one after a kept-alive request (the deadline holds
+    // for every request on a connection); one behind empty lines, which the
+    // parser skips and which must not pass for the end of the head.
+    for (keep_alive_first, opening) in [(false, ""), (true, ""), (false, "\r\n\r\n")] {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        if keep_alive_first {
+            stream.write_all(b"GET /debug/echo/public/first HTTP/1.1\r\nHost: g\r\n\r\n").unwrap();
+            let mut first = [0u8; 4096];
+            let n = stream.read(&mut first).unwrap();
+            assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        }
+        stream
+            .write_all(format!("{opening}GET /debug/echo/public/x HTTP/1.1\r\nHost: g\r\n").as_bytes())
+            .unwrap();
+        let (text, took) = trickle(&mut stream, 20, Duration::from_millis(250), |i| {
+            format!("X-Slow-{i}: 1\r\n").into_bytes()
+        });
+        let text = text.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+        assert!(text.starts_with("408"), "{opening:?}: {text}");
+        assert!(text.contains("\"request_timeout\""), "{text}");
+        assert!(took < Duration::from_secs(3), "{opening:?}: took {took:?}");
+    }
+    assert_eq!(upstream.seen(), vec!["GET /debug/echo/public/first".to_owned()]);
+    assert_eq!(gw.get("/items", None).0, 200, "everyone else is still served");
+}
+
+/// Sends a request head and then its body in pieces, pausing between them so
+/// the gateway reads them as separate chunks; returns the status and body.
+fn send_in_pieces(gw: &Gateway, head: &str, pieces: &[&[u8]]) -> (u16, String) {
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    for piece in pieces {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = stream.write_all(piece);
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn method_override_fields_in_form_bodies_are_refused_before_the_upstream() {
+    // Anyone may POST a form here, but only admins may DELETE: an override matters.
+    let upstream = Upstream::start();
+    let routes =
+        "[[routes]]\npath = \"/debug/echo/public/forms/**\"\nmethods = [\"DELETE\"]\npolicy = \"admin\"\n";
+    let gw = Gateway::start(&upstream, Options { extra: routes.into(), ..Options::default() });
+    let post = |content_type: &str, pieces: &[&[u8]]| {
+        let length: usize = pieces.iter().map(|p| p.len()).sum();
+        let head = format!(
+            "POST /debug/echo/public/forms/x HTTP/1.1\r\nHost: g\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        );
+        send_in_pieces(&gw, &head, pieces)
+    };
+    let form = "application/x-www-form-urlencoded";
+    for (name, pieces) in [
+        ("a name split across reads", &[&b"a=1&_met"[..], b"hod=DELETE"][..]),
+        ("a percent-encoded name", &[b"a=1&%5Fmethod=DELETE"]),
+        ("a PHP spelling", &[b"a=1&.method=DELETE"]),
+        ("a Rack 2 separator", &[b"a=1;_method=DELETE"]),
+    ] {
+        let (status, body) = post(form, pieces);
+        assert_eq!((status, error_code(&body).as_str()), (400, "method_override_refused"), "{name}: {body}");
+    }
+    let multipart = "multipart/form-data; boundary=xyz";
+    let field = b"--xyz\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--xyz--\r\n";
+    let (status, body) = post(multipart, &[&field[..20], &field[20..]]);
+    assert_eq!((status, error_code(&body).as_str()), (400, "method_override_refused"), "{body}");
+    assert!(upstream.seen().is_empty(), "a refused request reached the upstream: {:?}", upstream.seen());
+
+    // An uploaded file that merely contains the text is not a field.
+    let upload = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.html\"\r\n\r\n\
+                   <input name=\"_method\" value=\"DELETE\">\r\n--xyz--\r\n";
+    let (status, body) = post(multipart, &[upload]);
+    assert_eq!(status, 200, "{body}");
+    // A client that waits for 100 Continue is told to go on.
+    let head = "POST /debug/echo/public/forms/x HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 7\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0u8; 64];
+    let n = stream.read(&mut interim).unwrap();
+    assert!(String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100"), "no 100 Continue");
+    stream.write_all(b"a=1&b=2").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"));
+}
+
+#[test]
+fn headers_that_rewrite_the_target_or_the_form_are_removed_or_refused() {
+    let (upstream, gw) = setup();
+    let extra = "X-Original-URL: /admin/x\r\nX-Rewrite-URL: /admin/x\r\nTrue-Client-IP: 6.6.6.6\r\n\
+                 X-Forwarded-Prefix: /admin\r\nCF-Connecting-IP: 6.6.6.6\r\n";
+    let (status, body) = get_raw(&gw, "/debug/echo/public/x", extra);
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    for name in
+        ["x-original-url", "x-rewrite-url", "true-client-ip", "x-forwarded-prefix", "cf-connecting-ip"]
+    {
+        assert!(echo["headers"].get(name).is_none(), "{name} reached the upstream: {echo}");
+    }
+    let (status, body) = raw(
+        gw.addr,
+        "POST /debug/echo/public/x HTTP/1.1\r\nHost: g\r\nContent-Type: text/plain\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\nConnection: close\r\n\r\n_method=DELETE",
+    );
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_header"), "{body}");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[test]
+fn paths_match_routes_in_any_letter_case() {
+    let (upstream, gw) = setup();
+    // A case-insensitive backend routes these to the admin handler: so must the gateway.
+    for (method, target) in
+        [("DELETE", "/ITEM/chair"), ("DELETE", "/Item/chair"), ("GET", "/DEBUG/ECHO/ADMIN/x")]
+    {
+        let (status, body) =
+            raw(gw.addr, &format!("{method} {target} HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n"));
+        assert_eq!((status, error_code(&body).as_str()), (401, "missing_token"), "{method} {target}: {body}");
+    }
+    // Built-in endpoints too: a password never reaches the upstream.
+    let body = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}).to_string();
+    for path in ["/LOGIN", "/Login/"] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, answer) = raw(gw.addr, &request);
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[test]
+fn odd_heads_are_refused_or_kept_from_reuse() {
+    let (upstream, gw) = setup();
+    // HTTP/1.0 without Host: the upstream request is HTTP/1.1, which needs one.
+    let (status, body) = raw(gw.addr, "GET /debug/echo/public/x HTTP/1.0\r\n\r\n");
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_header"), "{body}");
+    // A Content-Type a Unicode-trimming backend would read as a form.
+    let (status, body) = raw(
+        gw.addr,
+        "POST /item/x HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\u{a0}\r\n\
+         Content-Length: 14\r\nConnection: close\r\n\r\n_method=DELETE",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    // Transfer-Encoding beside Content-Length: pingora drops the length and the
+    // connection is not reused, so nothing after the body is read as a request.
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(b"POST /debug/echo/public/p HTTP/1.1\r\nHost: g\r\nContent-Length: 46\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stream.write_all(b"GET /debug/echo/public/smuggled HTTP/1.1\r\nHost: g\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(!upstream.saw("smuggled"), "{:?}", upstream.seen());
+}
+
+#[test]
+fn form_bodies_of_any_size_pass_where_every_method_is_judged_alike() {
+    let (upstream, gw) = setup();
+    // /debug/echo/public/** is public for every method: no override can matter.
+    let big = format!("pad={}&_method=DELETE", "x".repeat(100 * 1024));
+    let request = format!(
+        "POST /debug/echo/public/upload HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{big}",
+        big.len()
+    );
+    let (status, body) = raw(gw.addr, &request);
+    assert_eq!(status, 200, "{body}");
+    assert!(upstream.saw("POST /debug/echo/public/upload"));
+}

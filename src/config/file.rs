@@ -44,6 +44,11 @@ pub struct ServerSection {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub upgrade_socket: Option<String>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub forwarded_header: Option<bool>,
+    pub underscore_headers: Option<crate::request::UnderscoreHeaders>,
+    pub method_override: Option<crate::request::MethodOverride>,
+    pub header_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +81,8 @@ pub struct UpstreamSection {
     pub name: Option<String>,
     pub assertion: Option<bool>,
     pub assertion_ttl: Option<Spanned<String>>,
+    pub websocket_close_at_expiry: Option<bool>,
+    pub websocket_max_duration: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +173,7 @@ pub struct EndpointsSection {
     pub jwks: Option<Spanned<String>>,
     pub allow_registration: Option<bool>,
     pub max_body_bytes: Option<Spanned<usize>>,
+    pub body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,4 +192,6 @@ pub struct RouteEntry {
     #[serde(default)]
     pub fresh: bool,
     pub assertion: Option<bool>,
+    #[serde(default)]
+    pub websocket: bool,
 }

@@ -57,6 +57,21 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Where a running gateway hands its sockets to its replacement (`serve --upgrade`).
     pub upgrade_socket: PathBuf,
+    /// How client requests are made canonical before they are judged.
+    pub requests: RequestRules,
+}
+
+/// The request-integrity settings of `[server]` (see [`crate::request`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestRules {
+    /// Peers whose `X-Forwarded-For` (and `-Proto`, `-Host`) are believed.
+    pub trusted_proxies: crate::request::TrustedProxies,
+    /// Also send an RFC 7239 `Forwarded` header upstream.
+    pub forwarded_header: bool,
+    pub underscore_headers: crate::request::UnderscoreHeaders,
+    pub method_override: crate::request::MethodOverride,
+    /// Longest a client may take to send a whole request header section.
+    pub header_timeout: Duration,
 }
 
 /// TLS termination: extra listeners with a certificate chain and key (PEM).
@@ -123,6 +138,10 @@ pub struct UpstreamConfig {
     pub assertion: bool,
     /// Lifetime of an identity assertion (at most 60 s).
     pub assertion_ttl: Duration,
+    /// A WebSocket tunnel closes when the token that opened it expires.
+    pub websocket_close_at_expiry: bool,
+    /// The longest any WebSocket tunnel stays open.
+    pub websocket_max_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +325,8 @@ pub struct EndpointConfig {
     pub jwks: String,
     pub allow_registration: bool,
     pub max_body_bytes: usize,
+    /// The longest a client may take to send a built-in endpoint's whole body.
+    pub body_timeout: Duration,
 }
 
 /// Where a secret comes from. The file wins if both are given.
@@ -463,6 +484,18 @@ impl Config {
             shutdown_timeout: duration_or(server.shutdown_timeout, Duration::from_secs(10))?,
             tls,
             upgrade_socket: base.join(server.upgrade_socket.as_deref().unwrap_or("gatehouse-upgrade.sock")),
+            requests: RequestRules {
+                trusted_proxies: trusted_proxies(server.trusted_proxies.unwrap_or_default())?,
+                forwarded_header: server.forwarded_header.unwrap_or(false),
+                underscore_headers: server.underscore_headers.unwrap_or_default(),
+                method_override: server.method_override.unwrap_or_default(),
+                header_timeout: duration_within(
+                    server.header_timeout,
+                    Duration::from_secs(10),
+                    Duration::from_millis(100)..=Duration::from_secs(300),
+                    "server.header_timeout",
+                )?,
+            },
         };
         let log = LogConfig {
             format: match log.format {
@@ -567,6 +600,13 @@ impl Config {
                 }
                 None => Duration::from_secs(30),
             },
+            websocket_close_at_expiry: upstream.websocket_close_at_expiry.unwrap_or(true),
+            websocket_max_duration: duration_within(
+                upstream.websocket_max_duration,
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
+                "upstream.websocket_max_duration",
+            )?,
         };
 
         let tokens_signing_key = tokens.signing_key.clone();
@@ -717,6 +757,12 @@ impl Config {
             jwks: endpoint(endpoints.jwks, "/.well-known/jwks.json")?,
             allow_registration: endpoints.allow_registration.unwrap_or(true),
             max_body_bytes,
+            body_timeout: duration_within(
+                endpoints.body_timeout,
+                Duration::from_secs(10),
+                Duration::from_millis(100)..=Duration::from_secs(300),
+                "endpoints.body_timeout",
+            )?,
         };
 
         let default_rule = match policy.default {
@@ -724,8 +770,14 @@ impl Config {
                 policy: p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
                 require_fresh: false,
                 assertion: upstream.assertion,
+                websocket: false,
             },
-            None => Rule { policy: Policy::Deny, require_fresh: false, assertion: upstream.assertion },
+            None => Rule {
+                policy: Policy::Deny,
+                require_fresh: false,
+                assertion: upstream.assertion,
+                websocket: false,
+            },
         };
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, entry) in routes.into_iter().enumerate() {
@@ -753,6 +805,14 @@ impl Config {
                 }
                 methods.push(upper.parse().map_err(|_| Invalid::at(m, "invalid method"))?);
             }
+            if entry.websocket
+                && (policy == Policy::Deny || !(methods.is_empty() || methods.contains(&http::Method::GET)))
+            {
+                return Err(Invalid {
+                    span: entry_span,
+                    message: "`websocket = true` needs a route that allows GET and is not `deny`".into(),
+                });
+            }
             compiled.push(Route {
                 pattern,
                 methods,
@@ -760,6 +820,7 @@ impl Config {
                     policy,
                     require_fresh: entry.fresh,
                     assertion: entry.assertion.unwrap_or(upstream.assertion),
+                    websocket: entry.websocket,
                 },
                 index,
             });
@@ -793,6 +854,25 @@ impl Invalid {
     }
 }
 
+/// CIDR blocks (`10.0.0.0/8`) or single addresses (`127.0.0.1`, `::1`).
+fn trusted_proxies(entries: Vec<Spanned<String>>) -> Result<crate::request::TrustedProxies, Invalid> {
+    let mut networks = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let text = entry.get_ref().trim();
+        let network = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                Invalid::at(
+                    entry,
+                    format!("server.trusted_proxies: `{text}` is not an address or CIDR block, e.g. \"10.0.0.0/8\""),
+                )
+            })?;
+        networks.push(network.trunc());
+    }
+    Ok(crate::request::TrustedProxies::new(networks))
+}
+
 fn socket_addr(value: &Spanned<String>) -> Result<SocketAddr, Invalid> {
     value.get_ref().parse().map_err(|_| {
         Invalid::at(
@@ -809,6 +889,28 @@ fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Dura
         }),
         None => Ok(default),
     }
+}
+
+/// A duration with a default that must lie in `range`.
+fn duration_within(
+    value: Option<Spanned<String>>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    key: &str,
+) -> Result<Duration, Invalid> {
+    let span = value.as_ref().map(Spanned::span);
+    let duration = duration_or(value, default)?;
+    if !range.contains(&duration) {
+        return Err(Invalid {
+            span: span.unwrap_or(0..0),
+            message: format!(
+                "{key} must be between {} and {}",
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end())
+            ),
+        });
+    }
+    Ok(duration)
 }
 
 fn bounded(

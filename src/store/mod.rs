@@ -19,10 +19,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "server")]
-pub use redis_store::RedisStore;
+use crate::identity_text;
+
 #[cfg(feature = "server")]
 pub(crate) use redis_store::{pool::Pool as RedisPool, Keys as RedisKeys};
+#[cfg(feature = "server")]
+pub use redis_store::{ImportClaims, RedisStore};
 pub use sled_store::SledStore;
 
 pub type UserId = u64;
@@ -31,8 +33,11 @@ pub type UserId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
-    /// Trimmed and lower-cased: the unique key for logins.
+    /// As registered, in NFKC and lower case (see [`crate::identity_text`]).
+    /// Unique by its [`comparison_key`](crate::identity_text::comparison_key):
+    /// logins look it up by that key.
     pub email: String,
+    /// As registered, in NFKC with its case kept. Unique by its comparison key.
     pub username: String,
     /// Argon2id PHC string. Never logged, never sent to clients.
     pub password_hash: String,
@@ -92,6 +97,11 @@ pub enum UserChange {
 pub enum StoreError {
     #[error("an account with this email already exists")]
     EmailTaken,
+    #[error("an account with this username already exists")]
+    UsernameTaken,
+    /// The email or username breaks the rules of [`crate::identity_text`].
+    #[error("{0}")]
+    InvalidIdentity(String),
     #[error("the store at {path} is in use by another process (is the gateway running?)")]
     Locked { path: String },
     #[error("store failure: {0}")]
@@ -105,11 +115,27 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Creates an account from identifiers already checked: refused if its
+    /// email or username is taken by comparison key ([`StoreError::EmailTaken`],
+    /// checked first, then [`StoreError::UsernameTaken`]).
+    async fn create_checked(
+        &self,
+        identifiers: Identifiers,
+        password_hash: String,
+        is_admin: bool,
+    ) -> Result<User, StoreError>;
+    /// Checks the email and username ([`StoreError::InvalidIdentity`]), then
+    /// [`Store::create_checked`].
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let identifiers = Identifiers::check(&user.email, &user.username)
+            .map_err(|e| StoreError::InvalidIdentity(e.to_string()))?;
+        self.create_checked(identifiers, user.password_hash, user.is_admin).await
+    }
     /// The current record: called on every authenticated request, so backends cache it
     /// and must never serve a record older than an acknowledged change.
     async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError>;
-    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError>;
+    /// The account whose email has the lookup's comparison key.
+    async fn user_by_email(&self, email: &EmailLookup<'_>) -> Result<Option<Arc<User>>, StoreError>;
     async fn users(&self) -> Result<Vec<User>, StoreError>;
     /// Applies a change durably; `None` if the user does not exist.
     async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError>;
@@ -140,7 +166,75 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Trims and lower-cases an email so lookups are case-insensitive.
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
+/// An email given to find an account (a login, an operator's lookup) with
+/// the key it is looked up by, [`identity_text::comparison_key`], worked out
+/// once: a login counts its attempts under the same key. For an ASCII
+/// address the key is the trimmed, lower-cased address, as it always was.
+#[derive(Debug, Clone)]
+pub struct EmailLookup<'a> {
+    given: &'a str,
+    key: String,
+}
+
+impl<'a> EmailLookup<'a> {
+    /// `None` for text longer than [`identity_text::MAX_INPUT_BYTES`] once
+    /// trimmed, which is not normalised: no account has such an email.
+    pub fn new(email: &'a str) -> Option<EmailLookup<'a>> {
+        if email.trim().len() > identity_text::MAX_INPUT_BYTES {
+            return None;
+        }
+        Some(EmailLookup { given: email, key: identity_text::comparison_key(email) })
+    }
+
+    /// The comparison key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The key stores used before comparison keys: the email trimmed and
+    /// lower-cased. Redis indexes may still hold it (see `redis_store`).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn legacy_key(&self) -> String {
+        self.given.trim().to_lowercase()
+    }
+}
+
+/// A new account's email and username, checked by [`identity_text`], in
+/// their stored forms and with the keys the indexes use. Only
+/// [`Identifiers::check`] makes one, so holding one means the rules were
+/// applied: registrations check once, before the password is hashed.
+#[derive(Debug, Clone)]
+pub struct Identifiers {
+    email: String,
+    email_key: String,
+    username: String,
+    username_key: String,
+}
+
+impl Identifiers {
+    pub fn check(email: &str, username: &str) -> Result<Identifiers, identity_text::Refusal> {
+        let email = identity_text::validate_email(email)?;
+        let username = identity_text::validate_username(username)?;
+        Ok(Identifiers {
+            email_key: identity_text::comparison_key(&email),
+            username_key: identity_text::comparison_key(&username),
+            email,
+            username,
+        })
+    }
+
+    /// The email in its stored form.
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    /// The username in its stored form.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The keys of a stored user, whatever rules it was created under.
+    pub(crate) fn of(user: &User) -> (String, String) {
+        (identity_text::comparison_key(&user.email), identity_text::comparison_key(&user.username))
+    }
 }

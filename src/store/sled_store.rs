@@ -1,10 +1,19 @@
 //! The embedded store: sled 0.34 (stable line).
 //!
-//! Trees: `users` (id -> JSON user), `emails` (normalised email -> id),
-//! `revoked` (jti -> expiry, big-endian u64, and why), `families` (revoked
-//! login sessions -> expiry) and `meta` (the user id counter). sled holds an exclusive file lock,
-//! so only one process opens a store at a time; the CLI falls back to the
-//! running gateway's admin API when it finds the lock taken.
+//! Trees: `users` (id -> JSON user), `emails` and `usernames` (comparison
+//! key, see [`crate::identity_text`] -> id), `revoked` (jti -> expiry,
+//! big-endian u64, and why), `families` (revoked login sessions -> expiry)
+//! and `meta` (the user id counter and the index version). sled holds an
+//! exclusive file lock, so only one process opens a store at a time; the CLI
+//! falls back to the running gateway's admin API when it finds the lock taken.
+//!
+//! A store written before the `usernames` index existed (its `meta` has no
+//! `index_version`) gets both indexes rebuilt from `users` when it is opened:
+//! every email and username keyed by its comparison key, in id order. ASCII
+//! emails keep the keys they had. Where two existing accounts now share a
+//! key, the older one (lower id) keeps the index entry and a warning names
+//! both: nothing is deleted and the gateway starts; the newer account can no
+//! longer log in by that email (an operator can change or delete it).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,14 +24,20 @@ use sled::Transactional;
 
 use super::user_cache::UserCache;
 use super::{
-    normalise_email, NewUser, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
+    EmailLookup, Identifiers, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
     UserChange, UserId,
 };
+
+/// The `meta` key for the version of the `emails`/`usernames` indexes.
+const INDEX_VERSION_KEY: &[u8] = b"index_version";
+/// 1: both indexes keyed by [`crate::identity_text::comparison_key`].
+const INDEX_VERSION: u64 = 1;
 
 pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
     emails: sled::Tree,
+    usernames: sled::Tree,
     revoked: sled::Tree,
     families: sled::Tree,
     meta: sled::Tree,
@@ -56,15 +71,77 @@ impl SledStore {
             }
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(SledStore {
+        let store = SledStore {
             users: tree("users")?,
             emails: tree("emails")?,
+            usernames: tree("usernames")?,
             revoked: tree("revoked")?,
             families: tree("families")?,
             meta: tree("meta")?,
             user_cache: UserCache::new(),
             db,
-        })
+        };
+        store.upgrade_indexes()?;
+        Ok(store)
+    }
+
+    /// Rebuilds the `emails` and `usernames` indexes from `users` unless
+    /// `meta` says they are current (see the module documentation). The
+    /// version is written last, so an interrupted rebuild runs again.
+    fn upgrade_indexes(&self) -> Result<(), StoreError> {
+        let current = self
+            .meta
+            .get(INDEX_VERSION_KEY)
+            .map_err(backend)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        if current.is_some_and(|v| v >= INDEX_VERSION) {
+            return Ok(());
+        }
+        let mut emails: std::collections::HashMap<String, UserId> = std::collections::HashMap::new();
+        let mut usernames: std::collections::HashMap<String, UserId> = std::collections::HashMap::new();
+        // Big-endian ids: the tree iterates oldest first, so the oldest account keeps a shared key.
+        for item in self.users.iter() {
+            let (id, record) = item.map_err(backend)?;
+            let user = match Self::decode(&record) {
+                Ok(user) => user,
+                Err(e) => {
+                    // Not a reason to keep the gateway down: the record is unusable either way.
+                    tracing::error!(key = ?id, error = %e, "skipping a corrupt user record while indexing");
+                    continue;
+                }
+            };
+            let (email_key, username_key) = Identifiers::of(&user);
+            for (index, key, what) in
+                [(&mut emails, email_key, "email"), (&mut usernames, username_key, "username")]
+            {
+                match index.get(&key) {
+                    Some(&first) => tracing::warn!(
+                        user_id = user.id,
+                        kept_by = first,
+                        index = what,
+                        "two accounts have the same {what} once normalised: the older account keeps it"
+                    ),
+                    None => {
+                        index.insert(key, user.id);
+                    }
+                }
+            }
+        }
+        for (tree, index) in [(&self.emails, &emails), (&self.usernames, &usernames)] {
+            tree.clear().map_err(backend)?;
+            let mut batch = sled::Batch::default();
+            for (key, id) in index {
+                batch.insert(key.as_bytes(), &id.to_be_bytes());
+            }
+            tree.apply_batch(batch).map_err(backend)?;
+        }
+        self.meta.insert(INDEX_VERSION_KEY, &INDEX_VERSION.to_be_bytes()).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        if !emails.is_empty() {
+            tracing::info!(users = emails.len(), "rebuilt the email and username indexes");
+        }
+        Ok(())
     }
 
     /// Loads many revocations in one batch with one flush at the end: for
@@ -129,7 +206,12 @@ fn now_unix() -> u64 {
 
 #[async_trait]
 impl Store for SledStore {
-    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+    async fn create_checked(
+        &self,
+        identifiers: Identifiers,
+        password_hash: String,
+        is_admin: bool,
+    ) -> Result<User, StoreError> {
         // Dense ids (1, 2, 3...), unlike sled's generate_id which leaps after a restart.
         let id = self
             .meta
@@ -143,23 +225,30 @@ impl Store for SledStore {
             .ok_or_else(|| StoreError::Corrupt("user id counter".into()))?;
         let user = User {
             id,
-            email: normalise_email(&new.email),
-            username: new.username,
-            password_hash: new.password_hash,
-            is_admin: new.is_admin,
+            email: identifiers.email,
+            username: identifiers.username,
+            password_hash,
+            is_admin,
             blocked: false,
             created_at: now_unix(),
             token_version: 0,
         };
         let record = Self::encode(&user)?;
-        let result = (&self.users, &self.emails).transaction(|(users, emails)| {
-            if emails.get(user.email.as_bytes())?.is_some() {
-                return Err(ConflictableTransactionError::Abort(StoreError::EmailTaken));
-            }
-            emails.insert(user.email.as_bytes(), &id.to_be_bytes())?;
-            users.insert(&id.to_be_bytes(), record.as_slice())?;
-            Ok(())
-        });
+        let (email_key, username_key) =
+            (identifiers.email_key.as_bytes(), identifiers.username_key.as_bytes());
+        let result =
+            (&self.users, &self.emails, &self.usernames).transaction(|(users, emails, usernames)| {
+                if emails.get(email_key)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::EmailTaken));
+                }
+                if usernames.get(username_key)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::UsernameTaken));
+                }
+                emails.insert(email_key, &id.to_be_bytes())?;
+                usernames.insert(username_key, &id.to_be_bytes())?;
+                users.insert(&id.to_be_bytes(), record.as_slice())?;
+                Ok(())
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -180,8 +269,8 @@ impl Store for SledStore {
         Ok(Some(user))
     }
 
-    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
-        let Some(id) = self.emails.get(normalise_email(email).as_bytes()).map_err(backend)? else {
+    async fn user_by_email(&self, email: &EmailLookup<'_>) -> Result<Option<Arc<User>>, StoreError> {
+        let Some(id) = self.emails.get(email.key().as_bytes()).map_err(backend)? else {
             return Ok(None);
         };
         let id =
@@ -224,14 +313,21 @@ impl Store for SledStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
-        let result = (&self.users, &self.emails).transaction(|(users, emails)| {
-            let Some(old) = users.remove(&id.to_be_bytes())? else {
-                return Ok(false);
-            };
-            let user = Self::decode(&old).map_err(ConflictableTransactionError::Abort)?;
-            emails.remove(user.email.as_bytes())?;
-            Ok(true)
-        });
+        let result =
+            (&self.users, &self.emails, &self.usernames).transaction(|(users, emails, usernames)| {
+                let Some(old) = users.remove(&id.to_be_bytes())? else {
+                    return Ok(false);
+                };
+                let user = Self::decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                let (email_key, username_key) = Identifiers::of(&user);
+                // Only this user's entries: an older account may hold a shared key.
+                for (index, key) in [(emails, email_key), (usernames, username_key)] {
+                    if index.get(key.as_bytes())?.is_some_and(|owner| owner.as_ref() == id.to_be_bytes()) {
+                        index.remove(key.as_bytes())?;
+                    }
+                }
+                Ok(true)
+            });
         let existed = match result {
             Ok(existed) => existed,
             Err(TransactionError::Abort(e)) => return Err(e),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod lenient;
 pub mod redis;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

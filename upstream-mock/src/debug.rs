@@ -2,14 +2,18 @@
 //!
 //! `/debug/echo` reports exactly what reached the upstream (method, raw
 //! path with query, every header copy in order), which is how gateway tests
-//! check header injection and stripping. `/debug/slow` holds a request open
+//! check header injection and stripping; a valid WebSocket handshake on it
+//! is upgraded to the echo socket of `ws.rs` instead. `/debug/slow` holds a request open
 //! for gateway timeout tests. `/healthz` is the liveness probe.
 
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{OriginalUri, Query};
 use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -19,8 +23,18 @@ use crate::error::ApiError;
 /// Longest `/debug/slow` will sleep, whatever it is asked.
 pub const MAX_SLOW_MS: u64 = 60_000;
 
-/// Any method on `/debug/echo` and `/debug/echo/{*rest}`.
-pub(crate) async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Json<Value> {
+/// Any method on `/debug/echo` and `/debug/echo/{*rest}`: a WebSocket
+/// handshake becomes the echo socket (see `ws.rs`), anything else gets the
+/// JSON report.
+pub(crate) async fn echo(
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Ok(ws) = ws {
+        return crate::ws::upgrade(ws, &method, &uri, &headers);
+    }
     // The request target as hyper parsed it, not normalised in any way.
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
     let mut seen = Map::new();
@@ -37,6 +51,7 @@ pub(crate) async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers:
         "path": path,
         "headers": seen,
     }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,11 +31,25 @@
 //! | `GET /items` | full items when identified, names only when anonymous |
 //! | `GET/POST/DELETE /product/{name}`, `GET /products` | same shape as items |
 //! | `GET/POST/DELETE /category/{name}`, `GET /categories` | `{name, items}` |
-//! | any method `/debug/echo[/{*rest}]` | `{method, path, headers}` as received |
+//! | any method `/debug/echo[/{*rest}]` | `{method, path, headers}` as received; a WebSocket handshake is upgraded to the echo socket below |
+//! | `GET /ws/echo[/{*rest}]`, `GET /debug/ws[/{*rest}]` (WebSocket) | hello `{type: "hello", method, path, headers}`, then echoes every message |
 //! | `GET /debug/slow?ms=N` | sleeps up to 60 s, then `{slept_ms}` |
 //! | `GET /healthz` | `{status: "ok"}` |
 //!
 //! Every error is `{"error": "<snake_case_code>", "message": "..."}`.
+//!
+//! ## WebSocket echo
+//!
+//! On a WebSocket upgrade (`/ws/echo`, `/debug/ws`, anything below them, or
+//! any `/debug/echo` path), the first message the mock sends is a text
+//! message describing the upgrade request as it arrived:
+//! `{"type": "hello", "method": "GET", "path": "/ws/echo?x=1", "headers":
+//! {"x-auth-user-id": "42", ...}}`: every header, lower-case names, copies
+//! of one name joined with `", "`. Then every text and binary message is
+//! echoed back unchanged, pings get a pong with the same payload, and a
+//! client's close is answered with a close frame. The first subprotocol the
+//! client offers is accepted. A plain HTTP request to `/ws/echo` or
+//! `/debug/ws` gets `426 {"error": "websocket_required", ...}`.
 
 mod debug;
 mod error;
@@ -43,6 +57,7 @@ mod identity;
 mod resources;
 mod store;
 mod verify;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -122,6 +137,10 @@ pub fn router(options: MockOptions) -> Router {
         .route("/debug/echo", any(debug::echo))
         .route("/debug/echo/", any(debug::echo))
         .route("/debug/echo/{*rest}", any(debug::echo))
+        .route("/ws/echo", any(ws::echo))
+        .route("/ws/echo/{*rest}", any(ws::echo))
+        .route("/debug/ws", any(ws::echo))
+        .route("/debug/ws/{*rest}", any(ws::echo))
         .route("/debug/slow", get(debug::slow))
         .route("/healthz", get(debug::healthz))
         .fallback(error::not_found)

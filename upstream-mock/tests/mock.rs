@@ -387,3 +387,126 @@ async fn binary_logs_address_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert_eq!(lines.next_line().await.unwrap(), None);
 }
+
+type WsClient = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client connected to `path` on `mock`, with `headers` on the
+/// upgrade request; returns the socket, the hello message and the
+/// subprotocol the server chose.
+async fn ws_connect(mock: &Mock, path: &str, headers: &[(&str, &str)]) -> (WsClient, Value, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+
+    let mut request = format!("ws://{}{path}", mock.addr).into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+    }
+    let (mut socket, response) =
+        tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    let protocol =
+        response.headers().get("sec-websocket-protocol").map(|value| value.to_str().unwrap().to_owned());
+    let hello = ws_next(&mut socket).await;
+    let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
+    (socket, hello, protocol)
+}
+
+async fn ws_next(socket: &mut WsClient) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn websocket_echo_says_hello_then_echoes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mock = Mock::default().await;
+    let (mut socket, hello, protocol) = ws_connect(
+        &mock,
+        "/ws/echo?room=1",
+        &[("X-Auth-User-Id", "42"), ("X-Dup", "a"), ("x-dup", "b"), ("Sec-WebSocket-Protocol", "chat, v2")],
+    )
+    .await;
+    // The first subprotocol offered is accepted.
+    assert_eq!(protocol.as_deref(), Some("chat"));
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert_eq!(hello["method"], "GET");
+    assert_eq!(hello["path"], "/ws/echo?room=1");
+    let headers = &hello["headers"];
+    assert_eq!(headers["x-auth-user-id"], "42");
+    assert_eq!(headers["x-dup"], "a, b");
+    assert_eq!(headers["upgrade"], "websocket");
+    assert_eq!(headers["sec-websocket-version"], "13");
+    assert!(headers["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    socket.send(Message::text("héllo")).await.unwrap();
+    assert_eq!(ws_next(&mut socket).await, Message::text("héllo"));
+    socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    assert_eq!(ws_next(&mut socket).await, Message::binary(vec![0u8, 1, 2, 255]));
+    socket.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    assert_eq!(ws_next(&mut socket).await, Message::Pong(b"are you there".to_vec().into()));
+    socket.send(Message::text("after ping")).await.unwrap();
+    assert_eq!(ws_next(&mut socket).await, Message::text("after ping"));
+
+    // The client closes; the server answers with a close frame and the
+    // stream ends.
+    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    socket.send(Message::Close(Some(bye))).await.unwrap();
+    match ws_next(&mut socket).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap();
+    assert!(end.is_none(), "{end:?}");
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_under_debug_paths_and_plain_http_refused() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mock = Mock::default().await;
+    // Every /debug/echo/<policy>/... path the gateway tests route upgrades
+    // too, as do /debug/ws and anything below /ws/echo.
+    let paths = ["/debug/echo/admin/ws?t=1", "/debug/echo", "/debug/ws", "/debug/ws/x/y", "/ws/echo/deep/er"];
+    for path in paths {
+        let (mut socket, hello, protocol) = ws_connect(&mock, path, &[("X-Auth-Admin", "true")]).await;
+        assert_eq!(protocol, None);
+        assert_eq!(hello["path"], path, "{hello}");
+        assert_eq!(hello["headers"]["x-auth-admin"], "true");
+        socket.send(Message::text(path)).await.unwrap();
+        assert_eq!(ws_next(&mut socket).await, Message::text(path));
+        socket.close(None).await.unwrap();
+    }
+
+    // Plain HTTP: /ws/echo refuses with 426, /debug/echo stays the JSON echo.
+    let (status, body) = mock.get("/ws/echo").await;
+    assert_error(status, &body, StatusCode::UPGRADE_REQUIRED, "websocket_required");
+    let response = mock.client.get(mock.url("/debug/ws")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let (status, body) = mock.get("/debug/echo/admin/ws").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["path"], "/debug/echo/admin/ws");
+    // A half-hearted handshake (no key) is not upgraded either.
+    let (status, body) = mock
+        .send(
+            mock.client
+                .get(mock.url("/debug/echo/x"))
+                .header("Connection", "Upgrade")
+                .header("Upgrade", "websocket"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["headers"]["upgrade"], json!(["websocket"]));
+    mock.stop().await;
+}

@@ -86,6 +86,10 @@ pub(crate) struct Mirror {
     families: RwLock<HashMap<String, u64>>,
     /// Trusted, like the revocations, only while the mirror is in step.
     pub(crate) users: UserCache,
+    /// Told each time the mirror is in step again (after the first
+    /// subscription and every resubscription): Redis may have changed
+    /// meanwhile. One listener: the task keeping the indexes current.
+    pub(crate) resynced: tokio::sync::Notify,
 }
 
 impl Mirror {
@@ -95,6 +99,7 @@ impl Mirror {
             tokens: RwLock::default(),
             families: RwLock::default(),
             users: UserCache::new(),
+            resynced: tokio::sync::Notify::new(),
         }
     }
 
@@ -207,6 +212,7 @@ async fn subscribe_and_follow(pool: &Pool, mirror: &Mirror, keys: &Keys) -> Resu
     mirror.replace(tokens, families);
     mirror.users.forget_all();
     mirror.synced.store(true, Ordering::Release);
+    mirror.resynced.notify_one();
     pool.set_reachable(true);
     tracing::info!(entries, "redis revocation list loaded; following changes");
 

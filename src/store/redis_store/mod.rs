@@ -5,10 +5,12 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P user:<id>` | hash | the user record |
-//! | `P email:<email>` | string | the user id for a normalised email |
+//! | `P user:<id>` | hash | the user record, with the keys of its index entries (`email_key`, `username_key`) |
+//! | `P email:<key>` | string | the user id for an email's comparison key ([`crate::identity_text`]) |
+//! | `P username:<key>` | string | the user id for a username's comparison key |
 //! | `P users` | set | every user id |
 //! | `P last_user_id` | string | the id counter |
+//! | `P index_version` | string | `1` once every user has its `email:`/`username:` entries by comparison key |
 //! | `P revoked:<jti>` | string | `r <exp>` (revoked) or `t <exp>` (retired refresh token), expiring with the token |
 //! | `P family:<id>` | string | `f <exp>`: a revoked login session, expiring with it |
 //! | `P limit:...` | | login-limit counters, each with its own expiry |
@@ -20,12 +22,41 @@
 //! acknowledged write is on the Redis server itself is Redis's `appendonly`
 //! and `appendfsync` setting; the README says what to choose.
 //!
+//! Users written before the `username:` index existed (no `P index_version`)
+//! are indexed by comparison key in the background ([`indexes`]), never on a
+//! request's path: each gateway looks when its store starts, again after
+//! every reconnect, and when a registration finds the indexes outdated; one
+//! run at a time per gateway, logged, indexing every user oldest first and
+//! setting the version last. A run that fails is tried again later. Indexing
+//! is idempotent, so gateways doing it at once agree. Where two existing
+//! accounts share a key, the older keeps the entry and a warning names both;
+//! nothing is deleted. `gatehouse migrate` indexes before it imports.
+//!
+//! Until the version is current:
+//! * An email lookup (a login) also tries `P email:<the email trimmed and
+//!   lower-cased>`, the key older versions wrote, in the same `MGET`, and
+//!   prefers it: it is the entry the account was created with, so a login
+//!   finds what it found before the upgrade. Accounts already indexed are
+//!   found by comparison key. (For an ASCII email the two keys are the same.)
+//! * Registrations are refused by the create script, atomically, since a
+//!   duplicate can't be ruled out: the registration waits up to
+//!   [`INDEX_WAIT`] for the background run (time enough for a fresh or small
+//!   store), then gets `503 store_unavailable` ("the store is being
+//!   re-indexed; try again shortly"). A one-off command's store (the CLI)
+//!   has no background task: it indexes there and then.
+//!
+//! Gateways of an older version (during a rolling upgrade) create users
+//! without a `username:` entry: once they are all replaced, `DEL P
+//! index_version` makes each gateway index again at its next registration
+//! (which is refused meanwhile, as above) or reconnect.
+//!
 //! Lookups on the request path (is this token revoked? the user record) are
 //! answered from the local [`mirror`] while it is in step with Redis, and from
 //! Redis itself otherwise. When Redis can't be reached either, the
 //! `when_unreachable` setting decides: refuse (the default), or answer from
 //! what this gateway last knew.
 
+mod indexes;
 mod mirror;
 pub(crate) mod pool;
 
@@ -36,10 +67,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
+use self::indexes::{Indexes, INDEX_VERSION};
 use self::mirror::{parse_stored_value, stored_value, Event, Mirror};
 use self::pool::Pool;
 use super::{
-    normalise_email, NewUser, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
+    EmailLookup, Identifiers, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
     UserChange, UserId,
 };
 use crate::config::{RedisConfig, WhenUnreachable};
@@ -67,6 +99,15 @@ impl Keys {
     fn email_prefix(&self) -> String {
         format!("{}email:", self.prefix)
     }
+    fn username(&self, key: &str) -> String {
+        format!("{}username:{key}", self.prefix)
+    }
+    fn username_prefix(&self) -> String {
+        format!("{}username:", self.prefix)
+    }
+    fn index_version(&self) -> String {
+        format!("{}index_version", self.prefix)
+    }
     fn user_ids(&self) -> String {
         format!("{}users", self.prefix)
     }
@@ -91,27 +132,53 @@ impl Keys {
     }
 }
 
-/// Creates a user unless the email is taken; returns the new id, or 0.
+/// How long a registration waits for the indexes to be brought up to date
+/// before it is refused (see the module documentation).
+const INDEX_WAIT: Duration = Duration::from_secs(3);
+
+/// Creates a user unless the email (0) or the username (-2) is taken; -1 if
+/// the indexes are older than ARGV[9] (index them, then try again). Returns
+/// the new id.
 const CREATE_USER: &str = r"
+if tonumber(redis.call('GET', KEYS[5]) or '0') < tonumber(ARGV[9]) then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local id = redis.call('INCR', KEYS[2])
 redis.call('HSET', ARGV[1] .. id, 'id', id, 'email', ARGV[2], 'username', ARGV[3],
-  'password_hash', ARGV[4], 'is_admin', ARGV[5], 'blocked', 0, 'created_at', ARGV[6], 'token_version', 0)
+  'password_hash', ARGV[4], 'is_admin', ARGV[5], 'blocked', 0, 'created_at', ARGV[6], 'token_version', 0,
+  'email_key', ARGV[7], 'username_key', ARGV[8])
 redis.call('SET', KEYS[1], id)
+redis.call('SET', KEYS[4], id)
 redis.call('SADD', KEYS[3], id)
 return id
 ";
 
-/// Writes a whole user record with its id (migrations): 0 if the email
-/// belongs to another id.
+/// Writes a whole user record with its id (migrations). With ARGV[14] /
+/// ARGV[15] = '1' it claims the email / username index entry: 0 if the email
+/// belongs to another id, 2 if the username does. Index entries of this id's
+/// previous record that no longer apply are removed.
 const IMPORT_USER: &str = r"
-local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[1] then return 0 end
-local old_email = redis.call('HGET', KEYS[1], 'email')
-if old_email and old_email ~= ARGV[2] then redis.call('DEL', ARGV[10] .. old_email) end
+if ARGV[14] == '1' then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[1] then return 0 end
+end
+if ARGV[15] == '1' then
+  local owner = redis.call('GET', KEYS[5])
+  if owner and owner ~= ARGV[1] then return 2 end
+end
+local old = redis.call('HMGET', KEYS[1], 'email', 'email_key', 'username_key')
+local old_email_key = old[2] or old[1]
+if old_email_key and old_email_key ~= ARGV[11] and redis.call('GET', ARGV[10] .. old_email_key) == ARGV[1] then
+  redis.call('DEL', ARGV[10] .. old_email_key)
+end
+if old[3] and old[3] ~= ARGV[13] and redis.call('GET', ARGV[12] .. old[3]) == ARGV[1] then
+  redis.call('DEL', ARGV[12] .. old[3])
+end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'email', ARGV[2], 'username', ARGV[3], 'password_hash', ARGV[4],
-  'is_admin', ARGV[5], 'blocked', ARGV[6], 'created_at', ARGV[7], 'token_version', ARGV[8])
-redis.call('SET', KEYS[2], ARGV[1])
+  'is_admin', ARGV[5], 'blocked', ARGV[6], 'created_at', ARGV[7], 'token_version', ARGV[8],
+  'email_key', ARGV[11], 'username_key', ARGV[13])
+if ARGV[14] == '1' then redis.call('SET', KEYS[2], ARGV[1]) end
+if ARGV[15] == '1' then redis.call('SET', KEYS[5], ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[1])
 if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[4], ARGV[1]) end
 redis.call('PUBLISH', ARGV[9], 'u ' .. ARGV[1])
@@ -135,12 +202,15 @@ redis.call('PUBLISH', ARGV[3], 'u ' .. ARGV[4])
 return redis.call('HGETALL', KEYS[1])
 ";
 
-/// Deletes a user and its email entry; 1 if it existed.
+/// Deletes a user and its index entries (those that point to it: records
+/// from before `email_key` was kept are indexed by their email); 1 if it existed.
 const DELETE_USER: &str = r"
-local email = redis.call('HGET', KEYS[1], 'email')
-if not email then return 0 end
+local fields = redis.call('HMGET', KEYS[1], 'email', 'email_key', 'username_key')
+if not fields[1] then return 0 end
+local email_key = fields[2] or fields[1]
 redis.call('DEL', KEYS[1])
-if redis.call('GET', ARGV[1] .. email) == ARGV[3] then redis.call('DEL', ARGV[1] .. email) end
+if redis.call('GET', ARGV[1] .. email_key) == ARGV[3] then redis.call('DEL', ARGV[1] .. email_key) end
+if fields[3] and redis.call('GET', ARGV[4] .. fields[3]) == ARGV[3] then redis.call('DEL', ARGV[4] .. fields[3]) end
 redis.call('SREM', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[2], 'u ' .. ARGV[3])
 return 1
@@ -158,6 +228,13 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
+/// Which index entries [`RedisStore::import_user`] takes for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportClaims {
+    pub email: bool,
+    pub username: bool,
+}
+
 pub struct RedisStore {
     pool: Arc<Pool>,
     mirror: Arc<Mirror>,
@@ -166,6 +243,10 @@ pub struct RedisStore {
     /// How long past a token's expiry its revocation is kept: the verification leeway.
     grace: u64,
     scripts: Scripts,
+    indexes: Arc<Indexes>,
+    /// Whether a task keeps the indexes current (a gateway's store), or
+    /// this store indexes when a registration needs it (a command's).
+    indexes_in_background: bool,
     /// Runs the connection drivers and the subscriber. `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -179,17 +260,19 @@ struct Scripts {
 }
 
 impl RedisStore {
-    /// Sets up the connections and starts following Redis in the background.
-    /// It does not wait for Redis: a gateway started while Redis is down
-    /// answers 503 until Redis is back, then recovers by itself.
+    /// Sets up the connections and starts following Redis, and keeping its
+    /// indexes current, in the background. It does not wait for Redis: a
+    /// gateway started while Redis is down answers 503 until Redis is back,
+    /// then recovers by itself.
     pub fn start(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
-        let store = RedisStore::new(config, grace)?;
+        let store = RedisStore::new(config, grace, true)?;
         if let Some(runtime) = &store.runtime {
             runtime.spawn(mirror::follow(
                 Arc::clone(&store.pool),
                 Arc::clone(&store.mirror),
                 Arc::clone(&store.keys),
             ));
+            runtime.spawn(indexes::maintain(Arc::clone(&store.indexes), Arc::clone(&store.mirror)));
         }
         Ok(store)
     }
@@ -197,12 +280,16 @@ impl RedisStore {
     /// For a one-off command: no local copy to load (every lookup goes to
     /// Redis), and Redis must answer now.
     pub async fn for_command(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
-        let store = RedisStore::new(config, grace)?;
+        let store = RedisStore::new(config, grace, false)?;
         store.pool.query::<redis::Value>(&redis::cmd("PING")).await?;
         Ok(store)
     }
 
-    fn new(config: &RedisConfig, grace: Duration) -> Result<RedisStore, StoreError> {
+    fn new(
+        config: &RedisConfig,
+        grace: Duration,
+        indexes_in_background: bool,
+    ) -> Result<RedisStore, StoreError> {
         let password = match &config.password {
             Some(source) => Some(
                 String::from_utf8(
@@ -225,6 +312,7 @@ impl RedisStore {
         let pool = Arc::new(Pool::new(config, password, runtime.handle().clone())?);
         let mirror = Arc::new(Mirror::new());
         let keys = Arc::new(Keys::new(&config.key_prefix));
+        let indexes = Arc::new(Indexes::new(Arc::clone(&pool), Arc::clone(&keys)));
         Ok(RedisStore {
             pool,
             mirror,
@@ -238,6 +326,8 @@ impl RedisStore {
                 delete_user: Script::new(DELETE_USER),
                 revoke: Script::new(REVOKE),
             },
+            indexes,
+            indexes_in_background,
             runtime: Some(runtime),
         })
     }
@@ -262,17 +352,23 @@ impl RedisStore {
         &self.keys
     }
 
-    /// Writes a user record as it is, id included (for `gatehouse migrate`).
-    pub async fn import_user(&self, user: &User) -> Result<(), StoreError> {
+    /// Writes a user record as it is, id included (for `gatehouse migrate`),
+    /// and gives it the email and username index entries. With `claim` false
+    /// for one of them, the record is written without taking that entry (an
+    /// account that shares it with an older one in the source store).
+    pub async fn import_user(&self, user: &User, claim: ImportClaims) -> Result<(), StoreError> {
+        let (email_key, username_key) = Identifiers::of(user);
+        let flag = |claim: bool| if claim { "1" } else { "0" };
         let imported: i64 = self
             .pool
             .write(
                 self.scripts
                     .import_user
                     .key(self.keys.user(user.id))
-                    .key(self.keys.email(&user.email))
+                    .key(self.keys.email(&email_key))
                     .key(self.keys.user_ids())
                     .key(self.keys.last_user_id())
+                    .key(self.keys.username(&username_key))
                     .arg(user.id)
                     .arg(&user.email)
                     .arg(&user.username)
@@ -282,14 +378,28 @@ impl RedisStore {
                     .arg(user.created_at)
                     .arg(user.token_version)
                     .arg(&self.keys.channel)
-                    .arg(self.keys.email_prefix()),
+                    .arg(self.keys.email_prefix())
+                    .arg(&email_key)
+                    .arg(self.keys.username_prefix())
+                    .arg(&username_key)
+                    .arg(flag(claim.email))
+                    .arg(flag(claim.username)),
             )
             .await?;
-        if imported == 0 {
-            return Err(StoreError::EmailTaken);
-        }
         self.mirror.users.forget(user.id);
-        Ok(())
+        match imported {
+            0 => Err(StoreError::EmailTaken),
+            2 => Err(StoreError::UsernameTaken),
+            _ => Ok(()),
+        }
+    }
+
+    /// Indexes every user by comparison key unless `P index_version` says
+    /// that is done (see the module documentation), there and then: for
+    /// `gatehouse migrate`. Waits for a run already in progress instead of
+    /// starting another.
+    pub async fn upgrade_indexes(&self) -> Result<(), StoreError> {
+        self.indexes.upgrade().await
     }
 
     /// Writes a revocation entry as it is (for `gatehouse migrate`); false if
@@ -318,12 +428,7 @@ impl RedisStore {
     }
 
     async fn fetch_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let fields: HashMap<String, String> =
-            self.pool.query(redis::cmd("HGETALL").arg(self.keys.user(id))).await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        user_from_fields(&fields).map(Some)
+        fetch_user(&self.pool, &self.keys, id).await
     }
 
     /// Stores a revocation entry (with `only_if_new`, only if there is none
@@ -370,6 +475,14 @@ impl Drop for RedisStore {
     }
 }
 
+async fn fetch_user(pool: &Pool, keys: &Keys, id: UserId) -> Result<Option<User>, StoreError> {
+    let fields: HashMap<String, String> = pool.query(redis::cmd("HGETALL").arg(keys.user(id))).await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    user_from_fields(&fields).map(Some)
+}
+
 fn user_from_fields(fields: &HashMap<String, String>) -> Result<User, StoreError> {
     let text = |name: &str| {
         fields.get(name).cloned().ok_or_else(|| StoreError::Corrupt(format!("user record without `{name}`")))
@@ -393,34 +506,64 @@ fn user_from_fields(fields: &HashMap<String, String>) -> Result<User, StoreError
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        let email = normalise_email(&new.email);
+    async fn create_checked(
+        &self,
+        identifiers: Identifiers,
+        password_hash: String,
+        is_admin: bool,
+    ) -> Result<User, StoreError> {
         let created_at = now_unix();
-        let id: u64 = self
-            .pool
-            .write(
-                self.scripts
-                    .create_user
-                    .key(self.keys.email(&email))
-                    .key(self.keys.last_user_id())
-                    .key(self.keys.user_ids())
-                    .arg(self.keys.user_prefix())
-                    .arg(&email)
-                    .arg(&new.username)
-                    .arg(&new.password_hash)
-                    .arg(u8::from(new.is_admin))
-                    .arg(created_at),
-            )
-            .await?;
-        if id == 0 {
-            return Err(StoreError::EmailTaken);
+        let create = || {
+            let mut invocation = self.scripts.create_user.prepare_invoke();
+            invocation
+                .key(self.keys.email(&identifiers.email_key))
+                .key(self.keys.last_user_id())
+                .key(self.keys.user_ids())
+                .key(self.keys.username(&identifiers.username_key))
+                .key(self.keys.index_version())
+                .arg(self.keys.user_prefix())
+                .arg(&identifiers.email)
+                .arg(&identifiers.username)
+                .arg(&password_hash)
+                .arg(u8::from(is_admin))
+                .arg(created_at)
+                .arg(&identifiers.email_key)
+                .arg(&identifiers.username_key)
+                .arg(INDEX_VERSION);
+            invocation
+        };
+        let mut id: i64 = self.pool.write(&create()).await?;
+        if id == -1 {
+            // The indexes are older than this code: no duplicate can be ruled
+            // out until every user is indexed (see the module documentation).
+            let indexed = if self.indexes_in_background {
+                self.indexes.outdated();
+                self.indexes.wait_until_current(INDEX_WAIT).await
+            } else {
+                self.indexes.upgrade().await?;
+                true
+            };
+            if indexed {
+                id = self.pool.write(&create()).await?;
+            }
         }
+        let id = match id {
+            -1 => {
+                return Err(StoreError::Unavailable(
+                    "the store is being re-indexed; try again shortly".into(),
+                ))
+            }
+            0 => return Err(StoreError::EmailTaken),
+            -2 => return Err(StoreError::UsernameTaken),
+            id => u64::try_from(id)
+                .map_err(|_| StoreError::Backend(format!("the create script answered {id}")))?,
+        };
         Ok(User {
             id,
-            email,
-            username: new.username,
-            password_hash: new.password_hash,
-            is_admin: new.is_admin,
+            email: identifiers.email,
+            username: identifiers.username,
+            password_hash,
+            is_admin,
             blocked: false,
             created_at,
             token_version: 0,
@@ -445,9 +588,19 @@ impl Store for RedisStore {
         }
     }
 
-    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
-        let id: Option<u64> =
-            self.pool.query(redis::cmd("GET").arg(self.keys.email(&normalise_email(email)))).await?;
+    async fn user_by_email(&self, email: &EmailLookup<'_>) -> Result<Option<Arc<User>>, StoreError> {
+        let key = self.keys.email(email.key());
+        // Not indexed yet: the account may still be under the key it was
+        // created with (see the module documentation).
+        let legacy = (!self.indexes.is_current()).then(|| email.legacy_key()).filter(|l| l != email.key());
+        let id: Option<u64> = match legacy {
+            None => self.pool.query(redis::cmd("GET").arg(&key)).await?,
+            Some(legacy) => {
+                let ids: Vec<Option<u64>> =
+                    self.pool.query(redis::cmd("MGET").arg(self.keys.email(&legacy)).arg(&key)).await?;
+                ids.into_iter().flatten().next()
+            }
+        };
         match id {
             Some(id) => self.user(id).await,
             None => Ok(None),
@@ -498,7 +651,8 @@ impl Store for RedisStore {
                     .key(self.keys.user_ids())
                     .arg(self.keys.email_prefix())
                     .arg(&self.keys.channel)
-                    .arg(id),
+                    .arg(id)
+                    .arg(self.keys.username_prefix()),
             )
             .await?;
         self.mirror.users.forget(id);

@@ -1,0 +1,127 @@
+//! WebSocket upgrades through the gateway against upstream-mock's echo:
+//! a tunnel opens only on a route with `websocket = true`, only for a caller
+//! the route's policy accepts, and closes when the token that opened it expires.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Options, Upstream};
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+const WS_ROUTES: &str = r#"
+[[routes]]
+path = "/ws/**"
+policy = "any"
+websocket = true
+"#;
+
+fn gateway(access_ttl: &'static str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options { access_ttl, extra: WS_ROUTES.into(), ..Options::default() });
+    (upstream, gw)
+}
+
+/// Opens a WebSocket through the gateway; `Err(status)` when the handshake
+/// was answered with something other than 101.
+fn connect(gw: &Gateway, path: &str, token: Option<&str>) -> Result<WebSocket<TcpStream>, u16> {
+    let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
+    if let Some(token) = token {
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request.headers_mut().insert("x-auth-admin", "true".parse().unwrap());
+    let stream = TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((socket, response)) => {
+            assert_eq!(response.status(), 101);
+            Ok(socket)
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+fn hello(socket: &mut WebSocket<TcpStream>) -> Value {
+    match socket.read().unwrap() {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected the hello message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_websocket_opens_only_for_a_valid_token_on_a_route_that_allows_it() {
+    let (_upstream, gw) = gateway("15m");
+    let (admin, _) = gw.admin_login();
+    gw.register("ws@example.com", "ws-user", "ws-password-1");
+    let (user, _) = gw.login("ws@example.com", "ws-password-1");
+
+    let mut socket = connect(&gw, "/ws/echo", Some(&user)).unwrap();
+    let hello = hello(&mut socket);
+    let headers = &hello["headers"];
+    assert_eq!(headers["x-auth-admin"], "false", "the gateway's identity, not the client's: {hello}");
+    assert!(headers["x-auth-user-id"].as_str().is_some_and(|id| !id.is_empty()), "{hello}");
+    socket.send(Message::text("ping through the gateway")).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::text("ping through the gateway"));
+    socket.close(None).unwrap();
+
+    assert_eq!(connect(&gw, "/ws/echo", None).err(), Some(401), "no token");
+    assert_eq!(connect(&gw, "/ws/echo", Some("not.a.token")).err(), Some(401), "a bad token");
+    let (status, body) = gw.post("/logout", Some(&admin), json!(null));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(connect(&gw, "/ws/echo", Some(&admin)).err(), Some(401), "a revoked token");
+
+    // A route without `websocket = true`: the upgrade headers are removed, so
+    // the echo answers plain JSON and no tunnel ever opens.
+    assert_eq!(connect(&gw, "/debug/echo/public/x", Some(&user)).err(), Some(200));
+    assert_eq!(connect(&gw, "/debug/echo/any/x", Some(&user)).err(), Some(200));
+}
+
+#[test]
+fn an_expired_token_opens_no_websocket() {
+    let (_upstream, gw) = gateway("1s");
+    let (admin, _) = gw.admin_login();
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(connect(&gw, "/ws/echo", Some(&admin)).err(), Some(401));
+}
+
+#[test]
+fn a_websocket_closes_when_its_token_expires_busy_or_idle() {
+    let (_upstream, gw) = gateway("4s");
+
+    // Busy: messages every 200 ms keep flowing until the token expires.
+    let (token, _) = gw.admin_login();
+    let opened = Instant::now();
+    let mut socket = connect(&gw, "/ws/echo", Some(&token)).unwrap();
+    hello(&mut socket);
+    let closed_after = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let alive =
+            socket.send(Message::text("tick")).is_ok() && matches!(socket.read(), Ok(Message::Text(_)));
+        if !alive {
+            break opened.elapsed();
+        }
+        assert!(opened.elapsed() < Duration::from_secs(12), "the tunnel outlived its token");
+    };
+    assert!(closed_after >= Duration::from_secs(2), "closed early: {closed_after:?}");
+
+    // Idle: nothing flows, and the tunnel still closes at the expiry.
+    let (token, _) = gw.admin_login();
+    let opened = Instant::now();
+    let mut socket = connect(&gw, "/ws/echo", Some(&token)).unwrap();
+    hello(&mut socket);
+    let outcome = socket.read();
+    let closed_after = opened.elapsed();
+    assert!(!matches!(outcome, Ok(Message::Text(_)) | Ok(Message::Binary(_))), "{outcome:?}");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(10)).contains(&closed_after),
+        "an idle tunnel closed after {closed_after:?}"
+    );
+}
