@@ -346,7 +346,12 @@ fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
     std::fs::write(&password_file, "not-the-password").unwrap();
     let wrong = Gateway::start(
         &upstream,
-        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..Options::default() }
+        Options {
+            seed_admin: false,
+            jwt_secret: Some(a.jwt_secret.clone()),
+            wait_for_store: false,
+            ..Options::default()
+        }
             .with_store_extra(&redis.store_lines(&tls)),
     );
     let (status, body) = wrong.get("/item/chair", Some(&access));

@@ -145,6 +145,10 @@ pub struct Options {
     pub seed_admin: bool,
     /// The HS256 secret, to share one between gateways; random if `None`.
     pub jwt_secret: Option<String>,
+    /// Whether `start` waits until `/readyz` reports the store working (the
+    /// Redis store connects in the background). `false` for a gateway whose
+    /// store is meant to fail.
+    pub wait_for_store: bool,
 }
 
 impl Options {
@@ -169,6 +173,7 @@ impl Default for Options {
             upstreams: None,
             seed_admin: true,
             jwt_secret: None,
+            wait_for_store: true,
         }
     }
 }
@@ -280,7 +285,12 @@ impl Gateway {
         let mut last_error = String::new();
         for _attempt in 0..3 {
             match gateway.spawn() {
-                Ok(()) => return gateway,
+                Ok(()) => {
+                    if options.wait_for_store {
+                        gateway.wait_for_store();
+                    }
+                    return gateway;
+                }
                 Err(e) => {
                     // Most likely a port taken between picking and binding: new ports.
                     last_error = e;
@@ -289,6 +299,27 @@ impl Gateway {
             }
         }
         panic!("gateway did not start: {last_error}");
+    }
+
+    /// Waits until `/readyz` says the store works: a Redis store connects in
+    /// the background, and until it has, built-in endpoints answer 503.
+    fn wait_for_store(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = format!("http://{}/readyz", self.admin_addr);
+        while Instant::now() < deadline {
+            let store_ok = self
+                .http
+                .get(&url)
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|body| body["store"] == "ok");
+            if store_ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gateway's store did not become ready: {}", self.log());
     }
 
     /// Writes the config with freshly picked ports.
@@ -392,7 +423,7 @@ max_body_bytes = 2048
             .arg(&self.config_path)
             .env("GATEHOUSE_JWT_SECRET", &self.jwt_secret)
             .env("GATEHOUSE_ADMIN_TOKEN", &self.admin_token)
-            .env("GATEHOUSE_LOG", "info");
+            .env("GATEHOUSE_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".into()));
         cmd
     }
 
@@ -445,14 +476,14 @@ max_body_bytes = 2048
     pub fn register(&self, email: &str, username: &str, password: &str) -> Value {
         let (status, body) =
             self.post("/register", None, json!({"email": email, "username": username, "password": password}));
-        assert_eq!(status, 201, "{body}");
+        assert_eq!(status, 201, "{body}\n{}", self.log());
         body
     }
 
     /// Logs in; returns (access, refresh).
     pub fn login(&self, email: &str, password: &str) -> (String, String) {
         let (status, body) = self.post("/login", None, json!({"email": email, "password": password}));
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 200, "{body}\n{}", self.log());
         (
             body["access_token"].as_str().unwrap().to_owned(),
             body["refresh_token"].as_str().unwrap().to_owned(),
