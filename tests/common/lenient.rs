@@ -1,4 +1,4 @@
-//! `tests/lenient_backend.py` as a test upstream: a Python (wsgiref) backend
+//! `tests/common/lenient_backend.py` as a test upstream: a Python (wsgiref) backend
 //! that reads requests the forgiving way many real backends do (lower-case
 //! methods, relative targets resolved against `/`, `X_Auth_Admin` read as
 //! `X-Auth-Admin`, `_method` and `X-HTTP-Method-Override` overrides, ...)
@@ -33,7 +33,8 @@ impl LenientBackend {
         let log_path = dir.path().join("requests.jsonl");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("lenient_backend.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("common").join("lenient_backend.py");
         let mut child = Command::new("python3")
             .arg(&script)
             .arg("0")

@@ -110,6 +110,8 @@ impl RedisServer {
             .args(["--port", &plain_port, "--bind", "127.0.0.1", "--save", ""])
             .args(&self.args)
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"])
+            // Replicas sync at once rather than after the default 5 s wait for more.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--unixsocket")
@@ -162,6 +164,13 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Runs `redis-cli` against this server; its output, or `None` if it
+    /// failed (for polling a server that may be busy or restarting).
+    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = self.cli_command().args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs `redis-cli` against this server; returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.cli_command().args(args).output().unwrap();
@@ -193,7 +202,7 @@ impl Sentinel {
             &config,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor gatehouse 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds gatehouse 1000\nsentinel failover-timeout gatehouse 5000\n",
+                 sentinel down-after-milliseconds gatehouse 300\nsentinel failover-timeout gatehouse 2000\n",
                 dir.path().display(),
                 master.port
             ),

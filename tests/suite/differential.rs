@@ -62,11 +62,6 @@
 //! of each kind printed in full, default 2). The run prints its coverage
 //! (decisions, connection ends) with `--nocapture`.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -78,11 +73,12 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{Gateway, Options, Upstream};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+
+use crate::common::{Gateway, Options, Upstream};
 
 const DEFAULT_SEED: u64 = 0x6a7e_4055_d1ff_0001;
 const DEFAULT_CASES: usize = 400;
@@ -2131,7 +2127,7 @@ impl World {
         assert_eq!(status, 200, "refresh: {body}");
         let stale = body["access_token"].as_str().unwrap().to_owned();
         let tokens = Tokens {
-            admin: identity(admin, "admin", common::ADMIN_EMAIL),
+            admin: identity(admin, "admin", crate::common::ADMIN_EMAIL),
             user: identity(user, username, email),
             user_stale: identity(stale, username, email),
         };
@@ -3920,7 +3916,7 @@ fn fake_model(trusted_peer: bool) -> Model {
         tokens: Tokens {
             user: who("user-token", 2, "differ", "differ@example.com", false, true),
             user_stale: who("stale-token", 2, "differ", "differ@example.com", false, false),
-            admin: who("admin-token", 1, "admin", common::ADMIN_EMAIL, true, true),
+            admin: who("admin-token", 1, "admin", crate::common::ADMIN_EMAIL, true, true),
         },
         trusted_peer,
         underscore_reject: false,

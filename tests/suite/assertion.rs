@@ -3,19 +3,15 @@
 //! upstream-mock in verify mode checks it against the gateway's JWK set and
 //! refuses anything else, forged identity headers included.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{binary, Gateway, Options, Upstream};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use upstream_mock::{MockOptions, VerifyOptions};
+
+use crate::common::{binary, Gateway, Options, Upstream};
 
 struct Setup {
     upstream: Upstream,

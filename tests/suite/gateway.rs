@@ -1,16 +1,12 @@
 //! The seed story end to end: the real gateway binary in front of
 //! upstream-mock, driven by a real HTTP client over loopback.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Gateway, Options, Upstream};
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::common::{Gateway, Options, Upstream};
 
 fn setup() -> (Upstream, Gateway) {
     let upstream = Upstream::start();
@@ -326,7 +322,7 @@ fn tokens_expire_after_their_ttl() {
 fn wrong_password_and_unknown_email_look_the_same() {
     let (_upstream, gw) = setup();
     let wrong =
-        gw.post("/login", None, json!({"email": common::ADMIN_EMAIL, "password": "not-the-password"}));
+        gw.post("/login", None, json!({"email": crate::common::ADMIN_EMAIL, "password": "not-the-password"}));
     let unknown =
         gw.post("/login", None, json!({"email": "nobody@example.com", "password": "not-the-password"}));
     assert_eq!(wrong.0, 401);

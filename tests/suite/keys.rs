@@ -2,21 +2,17 @@
 //! the published JWK set, key rotation without logging anyone out, and no
 //! key confusion between the HS256 secret and the key pairs.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{binary, Gateway, Options, Upstream};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
+
+use crate::common::{binary, Gateway, Options, Upstream};
 
 fn keygen(dir: &Path, algorithm: &str, kid: &str) {
     let out = Command::new(binary())

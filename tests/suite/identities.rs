@@ -5,14 +5,10 @@
 //! `/register`, on the admin API and on `gatehouse user add`, with sled and
 //! with Redis.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::redis::RedisServer;
-use common::{Gateway, Options, Upstream, ADMIN_EMAIL, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+
+use crate::common::redis::RedisServer;
+use crate::common::{Gateway, Options, Upstream, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 /// Registers; the status and the error code (`None` on success).
 fn register(gw: &Gateway, email: &str, username: &str) -> (u16, Option<String>, Value) {
@@ -163,7 +159,7 @@ fn migrate_copies_lookalike_accounts_and_the_older_keeps_the_name() {
         db.flush().unwrap();
     }
     let redis = RedisServer::start();
-    let out = std::process::Command::new(common::binary())
+    let out = std::process::Command::new(crate::common::binary())
         .args(["--config", &dir.path().join("none.toml").display().to_string(), "migrate"])
         .arg(format!("--from=sled:{}", data.display()))
         .arg(format!("--to=redis:{}", redis.url()))

@@ -1,14 +1,9 @@
 //! The command line: config checks, start-up refusals, and user management
 //! both on a stopped gateway's store and through a running gateway.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::process::Command;
 
-use common::{binary, Gateway, Options, Upstream};
+use crate::common::{binary, Gateway, Options, Upstream};
 
 #[test]
 fn check_config_accepts_every_shipped_config() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A deliberately lenient backend for Gatehouse's tests (standard library only).
 
-    python3 tests/lenient_backend.py PORT LOG
+    python3 tests/common/lenient_backend.py PORT LOG
 
 Serves a WSGI app with wsgiref on 127.0.0.1:PORT (0 picks a free port),
 prints ``listening on 127.0.0.1:PORT`` (flushed) once bound, and exits 0 on

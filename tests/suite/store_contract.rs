@@ -1,18 +1,14 @@
 //! One contract, two backends: the embedded sled store and the shared Redis
 //! store must behave the same behind the `Store` trait.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::redis::RedisServer;
 use gatehouse::config::RedisConfig;
 use gatehouse::store::{
     EmailLookup, NewUser, RedisStore, Revocation, SledStore, Store, StoreError, User, UserChange,
 };
+
+use crate::common::redis::RedisServer;
 
 /// A user with this email and a username of its own (usernames are unique).
 fn new_user(email: &str) -> NewUser {

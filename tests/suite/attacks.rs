@@ -2,20 +2,16 @@
 //! Each runs against the real gateway binary over loopback and checks both the
 //! answer and that the upstream never saw a refused request.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{raw, Gateway, Options, Upstream};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+
+use crate::common::{raw, Gateway, Options, Upstream};
 
 fn setup() -> (Upstream, Gateway) {
     let upstream = Upstream::start();
@@ -388,8 +384,8 @@ fn login_attempts_per_ip_are_rate_limited_with_retry_after() {
 #[test]
 fn password_guessing_backs_off_per_ip_but_cannot_lock_the_owner_out() {
     let (_upstream, gw) = limited_gateway("failures_before_backoff = 2\nmax_backoff = \"2s\"");
-    let wrong = json!({"email": common::ADMIN_EMAIL, "password": "guess-guess"});
-    let right = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD});
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "guess-guess"});
+    let right = json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD});
     assert_eq!(gw.post("/login", None, wrong.clone()).0, 401);
     assert_eq!(gw.post("/login", None, wrong.clone()).0, 401);
     // Now this IP waits, even with the right password...
@@ -471,7 +467,8 @@ fn a_token_with_a_crit_header_is_refused() {
 #[test]
 fn built_in_paths_are_never_forwarded_in_any_spelling() {
     let (upstream, gw) = setup();
-    let body = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}).to_string();
+    let body =
+        json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD}).to_string();
     // Raw requests: an HTTP client would tidy these paths before sending them.
     for path in ["/login/", "//login", "/x/../login/", "/%6cogin", "/./login"] {
         let request = format!(
@@ -880,7 +877,8 @@ fn paths_match_routes_in_any_letter_case() {
         assert_eq!((status, error_code(&body).as_str()), (401, "missing_token"), "{method} {target}: {body}");
     }
     // Built-in endpoints too: a password never reaches the upstream.
-    let body = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}).to_string();
+    let body =
+        json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD}).to_string();
     for path in ["/LOGIN", "/Login/"] {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -1,17 +1,13 @@
 //! What ops teams rely on: metrics, health and readiness, access logs,
 //! request ids, upstream failures and load balancing, config reload, TLS.
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{free_port, send_signal, Gateway, Options, Upstream};
 use serde_json::{json, Value};
+
+use crate::common::{free_port, send_signal, Gateway, Options, Upstream};
 
 fn admin_get(gw: &Gateway, path: &str) -> (u16, String) {
     let resp = gw.http.get(format!("http://{}{}", gw.admin_addr, path)).send().unwrap();
@@ -33,7 +29,8 @@ fn metrics_count_requests_logins_refreshes_and_revocations() {
     let (access, refresh) = gw.admin_login();
     assert_eq!(gw.get("/item/chair", Some(&access)).0, 200);
     assert_eq!(gw.get("/item/chair", None).0, 401);
-    let _ = gw.post("/login", None, json!({"email": common::ADMIN_EMAIL, "password": "wrong-password"}));
+    let _ =
+        gw.post("/login", None, json!({"email": crate::common::ADMIN_EMAIL, "password": "wrong-password"}));
     assert_eq!(gw.post("/refresh", Some(&refresh), Value::Null).0, 200);
     assert_eq!(gw.post("/logout", Some(&access), Value::Null).0, 200);
 
@@ -112,7 +109,9 @@ fn access_logs_are_json_lines_without_secrets() {
         lines.iter().find(|l| l["route"] == "/debug/echo/deny/**").unwrap_or_else(|| panic!("{log}"));
     assert_eq!((refused["outcome"].as_str(), refused["status"].as_u64()), (Some("refused"), Some(403)));
     assert_eq!(refused["error"], "access_denied");
-    for secret in [&access, &refresh, &gw.jwt_secret, &gw.admin_token, &common::ADMIN_PASSWORD.to_owned()] {
+    for secret in
+        [&access, &refresh, &gw.jwt_secret, &gw.admin_token, &crate::common::ADMIN_PASSWORD.to_owned()]
+    {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
     }
 }
@@ -281,7 +280,7 @@ fn tls_listener_terminates_tls() {
     // Login over TLS too.
     let resp = client
         .post(format!("https://localhost:{tls_port}/login"))
-        .json(&json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}))
+        .json(&json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD}))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);

@@ -1,4 +1,4 @@
-//! The gateway in front of a REAL lenient backend (`tests/lenient_backend.py`,
+//! The gateway in front of a REAL lenient backend (`tests/common/lenient_backend.py`,
 //! see its docstring), configured the dangerous common way: a public
 //! catch-all `/**`, an admin-only `/admin/**`, and the harness routes
 //! (`DELETE /item/{name}` admin-only, `GET /item/{name}` any identified user,
@@ -23,18 +23,14 @@
 //! before anything reaches the backend; a chunked or longer one is cut off
 //! before its end, so the backend never reads the override (checked below).
 
-// Tests assert by unwrapping: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::lenient::LenientBackend;
-use common::{raw, Gateway, Options, Upstream};
 use serde_json::{json, Value};
+
+use crate::common::lenient::LenientBackend;
+use crate::common::{raw, Gateway, Options, Upstream};
 
 /// The dangerous common setup: everything public unless a route says otherwise.
 const CATCH_ALL: &str = r#"
@@ -214,7 +210,8 @@ fn no_check(_: &Value) -> Result<(), String> {
 
 fn the_tracker() -> Vec<Attack> {
     use Outcome::{BuiltIn, Forwarded, Refused, RefusedByPingora};
-    let login_body = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}).to_string();
+    let login_body =
+        json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD}).to_string();
     vec![
         // Targets a lenient backend resolves against `/`.
         attack("relative target", "DELETE item/x", "", Refused(400, "invalid_path")),

@@ -2,17 +2,14 @@
 //! a tunnel opens only on a route with `websocket = true`, only for a caller
 //! the route's policy accepts, and closes when the token that opened it expires.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Options, Upstream};
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
+
+use crate::common::{Gateway, Options, Upstream};
 
 const WS_ROUTES: &str = r#"
 [[routes]]
