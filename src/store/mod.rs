@@ -10,6 +10,8 @@
 //! revocations and login limits.
 
 #[cfg(feature = "server")]
+pub mod migrate;
+#[cfg(feature = "server")]
 mod redis_store;
 mod sled_store;
 mod user_cache;

@@ -6,6 +6,8 @@
 //! tokens and the reverse. Revocation and account checks happen in
 //! [`crate::auth`], which also consults the store.
 
+pub mod keygen;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;

@@ -1,0 +1,87 @@
+//! `gatehouse user ...` and `gatehouse revoke ...`: each command is one admin
+//! operation, run through [`AdminClient`] wherever the store is.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::client::AdminClient;
+use super::{RevokeCommand, UserCommand};
+use crate::admin::operations::{
+    CreateUser, DeleteUser, ListUsers, RevokeToken, RevokeUserTokens, ShowUser, UpdateUser, UserPatch,
+};
+
+pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> {
+    let admin = AdminClient::connect(config_path)?;
+    let patch = |user: &str, patch: UserPatch| -> Result<(), String> {
+        print_answer(&admin.call(&UpdateUser { id: admin.user_id(user)?, patch })?);
+        Ok(())
+    };
+    match command {
+        UserCommand::Add { email, username, admin: is_admin } => {
+            let password = read_password()?;
+            print_answer(&admin.call(&CreateUser { email, username, password, is_admin })?);
+        }
+        UserCommand::List => {
+            let users = admin.call(&ListUsers)?;
+            say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
+            for u in users {
+                say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
+            }
+        }
+        UserCommand::Show { user } => print_answer(&admin.call(&ShowUser { id: admin.user_id(&user)? })?),
+        UserCommand::SetAdmin { user, admin: flag } => {
+            patch(&user, UserPatch { is_admin: Some(flag), blocked: None })?;
+        }
+        UserCommand::Block { user } => patch(&user, UserPatch { is_admin: None, blocked: Some(true) })?,
+        UserCommand::Unblock { user } => patch(&user, UserPatch { is_admin: None, blocked: Some(false) })?,
+        UserCommand::Delete { user } => {
+            print_answer(&admin.call(&DeleteUser { id: admin.user_id(&user)? })?);
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), String> {
+    let admin = AdminClient::connect(config_path)?;
+    match command {
+        RevokeCommand::Token => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            print_answer(&admin.call(&RevokeToken { token: token.trim().to_owned() })?);
+        }
+        RevokeCommand::User { user } => {
+            print_answer(&admin.call(&RevokeUserTokens { id: admin.user_id(&user)? })?);
+        }
+    }
+    Ok(())
+}
+
+/// Prints an answer as indented JSON. It goes through `serde_json::Value`
+/// so that keys come out sorted, as this output always has.
+fn print_answer(answer: &impl Serialize) {
+    let value = serde_json::to_value(answer).unwrap_or_default();
+    say!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+}
+
+/// Reads a new password: prompted twice on a terminal, else one line of stdin.
+fn read_password() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let second = rpassword::prompt_password("Repeat password: ").map_err(|e| e.to_string())?;
+        if first != second {
+            return Err("the passwords do not match".into());
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
