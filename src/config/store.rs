@@ -133,28 +133,13 @@ impl RedisConfig {
     fn from_file(section: Spanned<file::RedisSection>, base: &Path) -> Result<Self, Invalid> {
         let span = section.span();
         let section = section.into_inner();
-        let target = match (section.url, section.sentinels, section.master_name) {
-            (Some(url), None, None) => {
-                check_redis_url(url.get_ref()).map_err(|message| Invalid::at(&url, message))?;
-                RedisTarget::Url(url.into_inner())
-            }
-            (None, Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
-                for url in &sentinels {
-                    check_redis_url(url.get_ref()).map_err(|message| Invalid::at(url, message))?;
-                }
-                RedisTarget::Sentinel {
-                    sentinels: sentinels.into_iter().map(Spanned::into_inner).collect(),
-                    master_name: master_name.into_inner(),
-                    tls: section.sentinel_tls.unwrap_or(false),
-                }
-            }
-            _ => return Err(Invalid {
-                span,
+        let target = redis_target(section.url, section.sentinels, section.master_name, section.sentinel_tls)
+            .ok_or_else(|| Invalid {
+                span: span.clone(),
                 message:
                     "[store.redis] needs either `url`, or `sentinels` (a non-empty list) with `master_name`"
                         .into(),
-            }),
-        };
+            })??;
         let defaults = RedisConfig::with_target(target);
         let key_prefix = match section.key_prefix {
             Some(prefix) => key_prefix(prefix)?,
@@ -198,6 +183,29 @@ impl RedisConfig {
             wait_replicas,
             wait_timeout,
         })
+    }
+}
+
+/// One Redis server, or Sentinels and the master they watch; `None` if the
+/// section names neither (or both).
+fn redis_target(
+    url: Option<Spanned<String>>,
+    sentinels: Option<Vec<Spanned<String>>>,
+    master_name: Option<Spanned<String>>,
+    sentinel_tls: Option<bool>,
+) -> Option<Result<RedisTarget, Invalid>> {
+    let checked =
+        |url: &Spanned<String>| check_redis_url(url.get_ref()).map_err(|message| Invalid::at(url, message));
+    match (url, sentinels, master_name) {
+        (Some(url), None, None) => Some(checked(&url).map(|()| RedisTarget::Url(url.into_inner()))),
+        (None, Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
+            Some(sentinels.iter().try_for_each(checked).map(|()| RedisTarget::Sentinel {
+                sentinels: sentinels.into_iter().map(Spanned::into_inner).collect(),
+                master_name: master_name.into_inner(),
+                tls: sentinel_tls.unwrap_or(false),
+            }))
+        }
+        _ => None,
     }
 }
 
