@@ -153,3 +153,56 @@ fn tls_settings(tls: &TlsConfig) -> Result<Vec<(SocketAddr, TlsSettings)>, Start
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A config in `dir` whose secrets are files there; `extra` is appended.
+    fn config(dir: &Path, extra: &str) -> Config {
+        std::fs::write(dir.join("jwt"), SECRET).unwrap();
+        std::fs::write(dir.join("admin"), SECRET).unwrap();
+        let text = format!(
+            "[upstream]\naddresses = [\"127.0.0.1:1\"]\n[admin]\ntoken_file = \"admin\"\n\
+             [tokens]\nsecret_file = \"jwt\"\n{extra}"
+        );
+        Config::parse(&text, &dir.join("gatehouse.toml")).unwrap()
+    }
+
+    #[test]
+    fn prepare_builds_what_serve_needs_and_reads_the_files_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare(&config(dir.path(), "")).unwrap();
+        assert!(prepared.tls.is_empty());
+        assert_eq!(prepared.admin_token.expose(), SECRET.as_bytes());
+
+        let keys = "signing_key = \"k\"\n[[tokens.keys]]\nkid = \"k\"\nalgorithm = \"EdDSA\"\n\
+                    public_key = \"k.pub\"\nprivate_key = \"k.key\"\n";
+        let err = prepare(&config(dir.path(), keys)).err().unwrap();
+        assert!(matches!(err, StartupError::Keys(_)), "{err}");
+
+        let tls = "[server]\ntls_listen = [\"127.0.0.1:2\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let err = prepare(&config(dir.path(), tls)).err().unwrap();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        std::fs::write(dir.path().join("c.pem"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("k.pem"), "not a key").unwrap();
+        let err = prepare(&config(dir.path(), tls)).err().unwrap();
+        assert!(matches!(err, StartupError::Tls { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_check_without_the_secrets_still_builds_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), "");
+        config.tokens.secret.file = Some(dir.path().join("missing"));
+        config.admin.token.file = Some(dir.path().join("missing"));
+        assert!(matches!(prepare(&config), Err(StartupError::Secret(_))));
+        let (secrets, problems) = Secrets::load_or_stand_in(&config);
+        assert_eq!(problems.len(), 2);
+        assert!(prepare_with(&config, secrets).is_ok());
+    }
+}

@@ -247,4 +247,33 @@ access_ttl = "15m"
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
+
+    #[test]
+    fn errors_point_at_the_value_to_fix() {
+        let zero_ttl = parse(&MINIMAL.replace("15m", "0s")).unwrap_err();
+        assert_eq!((zero_ttl.line, zero_ttl.column), (6, 14), "{zero_ttl}");
+        for (extra, column, complaint) in [
+            ("[server]\nlisten = []", 10, "at least one address"),
+            ("[server]\nthreads = 0", 11, "at least 1"),
+            ("[server]\ntls_cert = \"c.pem\"", 12, "TLS needs all"),
+            ("[store]\npurge_interval = \"0s\"", 18, "longer than zero"),
+            ("[log]\nformat = \"xml\"", 10, "log.format `xml`: expected \"text\" or \"json\""),
+            ("[store]\nbackend = \"etcd\"", 11, "expected \"sled\" or \"redis\""),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n{extra}\n")).unwrap_err();
+            assert_eq!((err.line, err.column), (9, column), "{extra}: {err}");
+            assert!(err.message.contains(complaint), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn redis_defaults_are_the_same_with_and_without_a_file() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\n"
+        ))
+        .unwrap();
+        let StoreBackend::Redis(from_file) = c.store.backend else { panic!("not redis") };
+        let bare = RedisConfig::for_url("redis://h:1");
+        assert_eq!(format!("{from_file:?}"), format!("{bare:?}"));
+    }
 }
