@@ -298,3 +298,35 @@ impl BackgroundService for Reloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pingora::server::ShutdownSignal;
+
+    use super::*;
+
+    /// Stops the gateway shortly after it starts.
+    struct StopAtOnce;
+
+    #[async_trait]
+    impl ShutdownSignalWatch for StopAtOnce {
+        async fn recv(&self) -> ShutdownSignal {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ShutdownSignal::FastShutdown
+        }
+    }
+
+    #[test]
+    fn run_returns_when_its_shutdown_signal_fires() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join("secret"), secret).unwrap();
+        // Any free ports; the two addresses differ because pingora keys its
+        // listening sockets by address text, and two `127.0.0.1:0` collide.
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.2:0\"\n\
+                    token_file = \"secret\"\n[upstream]\naddresses = [\"127.0.0.1:1\"]\n\
+                    [tokens]\nsecret_file = \"secret\"\n";
+        let config = Config::parse(text, &dir.path().join("gatehouse.toml")).unwrap();
+        run(config, RunOptions::default(), Box::new(StopAtOnce)).unwrap();
+    }
+}
