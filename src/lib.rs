@@ -8,7 +8,8 @@
 //! [`policy`] (route matching), [`tokens`] (JWTs), [`store`] (users and
 //! revocations), [`auth`] (the per-request decision), [`endpoints`] (built-in
 //! endpoints), [`proxy`] (pingora glue), [`admin`] (operator API), [`error`]
-//! (every refusal and its HTTP mapping), [`server`] (assembly) and [`cli`].
+//! (every refusal and its HTTP mapping), [`startup`] (everything built from the
+//! config before serving), [`server`] (assembly) and [`cli`].
 
 pub mod accounts;
 #[cfg(feature = "server")]
@@ -32,6 +33,8 @@ pub mod proxy;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod startup;
 pub mod store;
 pub mod tokens;
 #[cfg(feature = "server")]

@@ -1,46 +1,37 @@
-//! Assembles a running gateway from a validated [`Config`]: loads secrets,
-//! opens the store, and hands pingora the proxy, the admin listener and the
-//! background services (housekeeping, upstream health checks, SIGHUP reload).
+//! Assembles a running gateway from a validated [`Config`]: takes what
+//! [`crate::startup::prepare`] built, opens the store, and hands pingora the
+//! proxy, the admin listener and the background services (housekeeping,
+//! upstream health checks, SIGHUP reload).
+//!
+//! [`run`] takes the shutdown signal as an input so a gateway can be started
+//! and stopped in-process; [`serve`] passes the Unix signals.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::Opt;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::accounts::Accounts;
 use crate::admin::AdminApi;
 use crate::auth::Authenticator;
-use crate::config::{Config, SecretError, StoreBackend};
+use crate::config::{Config, ConfigError, StoreBackend};
 use crate::endpoints::BuiltIns;
 use crate::header_deadline::HeaderDeadline;
 use crate::limits::{LoginLimiter, SharedLimits};
 use crate::metrics::Metrics;
-use crate::passwords::Passwords;
 use crate::proxy::{Gateway, Live};
+use crate::startup::{prepare, Prepared, StartupError};
 use crate::store::{RedisStore, SledStore, Store, StoreError};
-use crate::tokens::{now_unix, TokenService};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Passwords(String),
-    #[error("{0}")]
-    Upstreams(String),
-    #[error("token keys: {0}")]
-    Keys(String),
-    #[error("cannot set up TLS on {addr}: {message}")]
-    Tls { addr: String, message: String },
-}
+use crate::tokens::now_unix;
 
 /// Options that come from the command line rather than the config file.
 #[derive(Debug, Default, Clone)]
@@ -50,45 +41,27 @@ pub struct RunOptions {
 }
 
 /// Starts the gateway and blocks until it has shut down (SIGTERM or SIGINT).
-pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
-    // Secrets first: a missing secret should stop start-up before anything else.
-    // With an asymmetric signing key the HS256 secret is optional (it then
-    // only verifies older tokens without a `kid`).
-    let token_secret = match config.tokens.secret.load() {
-        Ok(secret) => Some(secret),
-        Err(SecretError::Missing { .. }) if config.tokens.signing_key.is_some() => None,
-        Err(e) => return Err(e.into()),
-    };
-    let admin_token = config.admin.token.load()?;
-    let passwords = Passwords::new(&config.passwords).map_err(StartError::Passwords)?;
-    let live = Live::new(config.routes.clone(), config.upstream.clone()).map_err(StartError::Upstreams)?;
+pub fn serve(config: Config, options: RunOptions) -> Result<(), StartupError> {
+    run(config, options, Box::new(UnixShutdownSignalWatch))
+}
 
-    let server_conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
-        upgrade_sock: config.server.upgrade_socket.display().to_string(),
-        ..ServerConf::default()
-    };
+/// Starts the gateway and blocks until `shutdown` asks it to stop: `serve`
+/// passes the Unix signals, a test can pass its own watch.
+pub fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: Box<dyn ShutdownSignalWatch>,
+) -> Result<(), StartupError> {
+    let Prepared { admin_token, passwords, live, tokens, tls, server_conf } = prepare(&config)?;
     let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     // With --upgrade this receives the listening sockets from the old process.
     server.bootstrap();
 
-    let (store, limiter): (Arc<dyn Store>, LoginLimiter) = match &config.store.backend {
-        StoreBackend::Sled { path } => {
-            (Arc::new(open_sled(path, &config, options.upgrade)?), LoginLimiter::local(&config.limits))
-        }
-        StoreBackend::Redis(redis) => {
-            let store = RedisStore::start(redis, config.tokens.leeway)?;
-            let limits = LoginLimiter::Shared(SharedLimits::new(&config.limits, &store));
-            (Arc::new(store), limits)
-        }
-    };
+    let (store, limiter) = open_store(&config, options.upgrade)?;
     let metrics = Arc::new(Metrics::new());
     let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
-    let tokens =
-        Arc::new(TokenService::with_keys(&config.tokens, token_secret.as_ref()).map_err(StartError::Keys)?);
+    let tokens = Arc::new(tokens);
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
     let limiter = Arc::new(limiter);
     let live = Arc::new(ArcSwap::from_pointee(live));
@@ -108,7 +81,53 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
         config.server.requests.clone(),
         Arc::clone(&metrics),
     );
-    let mut proxy = pingora::proxy::HttpProxy::new(gateway, Arc::clone(&server.configuration));
+    server.add_service(proxy_service(gateway, &server, &config, tls, &metrics));
+
+    let admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
+        .with_operations(Arc::clone(&metrics), Arc::clone(&live));
+    let mut admin = Service::new("gatehouse admin".to_owned(), admin_api);
+    admin.add_tcp(&config.admin.listen.to_string());
+    server.add_service(admin);
+
+    let housekeeping = Housekeeping {
+        store,
+        limiter,
+        metrics: Arc::clone(&metrics),
+        interval: config.store.purge_interval,
+        leeway: config.tokens.leeway,
+    };
+    let health = HealthChecks {
+        live: Arc::clone(&live),
+        metrics: Arc::clone(&metrics),
+        interval: config.upstream.health_check_interval,
+    };
+    let reload = Reloader { live, metrics, source: config.source.clone() };
+    server.add_service(background_service("housekeeping", housekeeping));
+    server.add_service(background_service("upstream health", health));
+    server.add_service(background_service("reload on SIGHUP", reload));
+    tracing::info!(
+        listen = ?config.server.listen,
+        tls = ?config.server.tls.as_ref().map(|t| &t.listen),
+        admin = %config.admin.listen,
+        upstreams = ?config.upstream.addresses,
+        routes = config.routes.len(),
+        "gatehouse starting"
+    );
+    server.run(RunArgs { shutdown_signal: shutdown });
+    tracing::info!("gatehouse stopped");
+    Ok(())
+}
+
+/// The proxy service: pingora's HTTP proxy around the [`Gateway`], behind the
+/// header deadline, on every plain and TLS listener.
+fn proxy_service(
+    gateway: Gateway,
+    server: &Server,
+    config: &Config,
+    tls: Vec<(SocketAddr, TlsSettings)>,
+    metrics: &Arc<Metrics>,
+) -> Service<HeaderDeadline<HttpProxy<Gateway>>> {
+    let mut proxy = HttpProxy::new(gateway, Arc::clone(&server.configuration));
     proxy.handle_init_modules();
     // Let CONNECT reach the gateway, which refuses it with a JSON 405
     // instead of pingora's empty one; nothing is ever tunnelled.
@@ -119,62 +138,31 @@ pub fn serve(config: Config, options: RunOptions) -> Result<(), StartError> {
         proxy,
         config.server.requests.header_timeout,
         config.limits.max_header_bytes,
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     );
-    let mut proxy = Service::new("gatehouse proxy".to_owned(), proxy);
+    let mut service = Service::new("gatehouse proxy".to_owned(), proxy);
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        service.add_tcp(&addr.to_string());
     }
-    if let Some(tls) = &config.server.tls {
-        for addr in &tls.listen {
-            proxy
-                .add_tls(&addr.to_string(), &tls.cert.display().to_string(), &tls.key.display().to_string())
-                .map_err(|e| StartError::Tls { addr: addr.to_string(), message: e.to_string() })?;
+    for (addr, settings) in tls {
+        service.add_tls_with_settings(&addr.to_string(), None, settings);
+    }
+    service
+}
+
+/// The configured store, and the login limiter that goes with it (local
+/// counters with sled, shared ones in Redis).
+fn open_store(config: &Config, upgrading: bool) -> Result<(Arc<dyn Store>, LoginLimiter), StartupError> {
+    Ok(match &config.store.backend {
+        StoreBackend::Sled { path } => {
+            (Arc::new(open_sled(path, config, upgrading)?), LoginLimiter::local(&config.limits))
         }
-    }
-
-    let admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
-        .with_operations(Arc::clone(&metrics), Arc::clone(&live));
-    let mut admin = Service::new("gatehouse admin".to_owned(), admin_api);
-    admin.add_tcp(&config.admin.listen.to_string());
-
-    let housekeeping = background_service(
-        "housekeeping",
-        Housekeeping {
-            store: Arc::clone(&store),
-            limiter,
-            metrics: Arc::clone(&metrics),
-            interval: config.store.purge_interval,
-            leeway: config.tokens.leeway,
-        },
-    );
-    let health = background_service(
-        "upstream health",
-        HealthChecks {
-            live: Arc::clone(&live),
-            metrics: Arc::clone(&metrics),
-            interval: config.upstream.health_check_interval,
-        },
-    );
-    let reload =
-        background_service("reload on SIGHUP", Reloader { live, metrics, source: config.source.clone() });
-
-    server.add_service(proxy);
-    server.add_service(admin);
-    server.add_service(housekeeping);
-    server.add_service(health);
-    server.add_service(reload);
-    tracing::info!(
-        listen = ?config.server.listen,
-        tls = ?config.server.tls.as_ref().map(|t| &t.listen),
-        admin = %config.admin.listen,
-        upstreams = ?config.upstream.addresses,
-        routes = config.routes.len(),
-        "gatehouse starting"
-    );
-    server.run(RunArgs::default());
-    tracing::info!("gatehouse stopped");
-    Ok(())
+        StoreBackend::Redis(redis) => {
+            let store = RedisStore::start(redis, config.tokens.leeway)?;
+            let limits = LoginLimiter::Shared(SharedLimits::new(&config.limits, &store));
+            (Arc::new(store), limits)
+        }
+    })
 }
 
 /// Opens the sled store. During an upgrade the old process still holds sled's
@@ -265,10 +253,19 @@ struct Reloader {
     source: PathBuf,
 }
 
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Upstreams(String),
+}
+
 impl Reloader {
-    fn reload(&self) -> Result<(), String> {
-        let config = Config::load(&self.source).map_err(|e| e.to_string())?;
-        let live = Live::new(config.routes, config.upstream)?;
+    fn reload(&self) -> Result<(), ReloadError> {
+        let config = Config::load(&self.source)?;
+        let live = Live::new(config.routes, config.upstream).map_err(ReloadError::Upstreams)?;
         self.live.store(Arc::new(live));
         Ok(())
     }
@@ -299,5 +296,37 @@ impl BackgroundService for Reloader {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pingora::server::ShutdownSignal;
+
+    use super::*;
+
+    /// Stops the gateway shortly after it starts.
+    struct StopAtOnce;
+
+    #[async_trait]
+    impl ShutdownSignalWatch for StopAtOnce {
+        async fn recv(&self) -> ShutdownSignal {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ShutdownSignal::FastShutdown
+        }
+    }
+
+    #[test]
+    fn run_returns_when_its_shutdown_signal_fires() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join("secret"), secret).unwrap();
+        // Any free ports; the two addresses differ because pingora keys its
+        // listening sockets by address text, and two `127.0.0.1:0` collide.
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.2:0\"\n\
+                    token_file = \"secret\"\n[upstream]\naddresses = [\"127.0.0.1:1\"]\n\
+                    [tokens]\nsecret_file = \"secret\"\n";
+        let config = Config::parse(text, &dir.path().join("gatehouse.toml")).unwrap();
+        run(config, RunOptions::default(), Box::new(StopAtOnce)).unwrap();
     }
 }

@@ -1,11 +1,19 @@
 //! The config file exactly as written: serde types that mirror the TOML.
 //!
-//! Nothing here is trusted. [`super::Config::from_file_model`] turns this into
-//! the validated internal model; values that can be wrong in ways serde can't
-//! see are kept [`Spanned`] so errors point at the line and column.
+//! Nothing here is trusted. Each section's module (`super::server`,
+//! `super::tokens`, ...) turns its section into the validated internal model;
+//! values that can be wrong in ways serde can't see are kept [`Spanned`] so
+//! errors point at the line and column.
+//!
+//! Enumerated values are serde enums (their words spelled by `rename_all`)
+//! read through [`Word`], so a wrong word is refused by the parser itself, at
+//! its own line and column, with a message that names the key and the choices.
 
-use serde::Deserialize;
+use serde::de::{Error as _, IntoDeserializer};
+use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+
+use super::{KeyAlgorithm, LogFormat, Selection, WhenUnreachable};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,13 +44,13 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    pub listen: Option<Vec<Spanned<String>>>,
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
-    pub tls_listen: Option<Vec<Spanned<String>>>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
+    pub tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
     pub upgrade_socket: Option<String>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub forwarded_header: Option<bool>,
@@ -54,7 +62,7 @@ pub struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    pub format: Option<Spanned<String>>,
+    pub format: Option<Word<LogFormat>>,
     pub level: Option<String>,
 }
 
@@ -74,8 +82,8 @@ pub struct UpstreamSection {
     pub identity_header_prefix: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub read_timeout: Option<Spanned<String>>,
-    pub selection: Option<Spanned<String>>,
-    pub health_check: Option<Spanned<String>>,
+    pub selection: Option<Word<Selection>>,
+    pub health_check: Option<Word<HealthCheck>>,
     pub health_check_path: Option<String>,
     pub health_check_interval: Option<Spanned<String>>,
     pub name: Option<String>,
@@ -105,7 +113,7 @@ pub struct TokensSection {
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     pub kid: Spanned<String>,
-    pub algorithm: Spanned<String>,
+    pub algorithm: Word<KeyAlgorithm>,
     pub public_key: String,
     pub private_key: Option<String>,
 }
@@ -113,7 +121,7 @@ pub struct KeyEntry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    pub backend: Option<Spanned<String>>,
+    pub backend: Option<Spanned<Word<Backend>>>,
     pub path: Option<String>,
     pub purge_interval: Option<Spanned<String>>,
     pub redis: Option<Spanned<RedisSection>>,
@@ -135,7 +143,7 @@ pub struct RedisSection {
     pub pool_size: Option<Spanned<usize>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub command_timeout: Option<Spanned<String>>,
-    pub when_unreachable: Option<Spanned<String>>,
+    pub when_unreachable: Option<Word<WhenUnreachable>>,
     pub wait_replicas: Option<u32>,
     pub wait_timeout: Option<Spanned<String>>,
 }
@@ -194,4 +202,77 @@ pub struct RouteEntry {
     pub assertion: Option<bool>,
     #[serde(default)]
     pub websocket: bool,
+}
+
+/// `upstream.health_check`: the kind of check, before `health_check_path`
+/// gives the `http` kind its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheck {
+    None,
+    Tcp,
+    Http,
+}
+
+/// `store.backend`, before `path` or `[store.redis]` says where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sled,
+    Redis,
+}
+
+/// An enumerated value written as a word. The enum's own serde derive maps
+/// the word; [`Choice::unknown`] says what is wrong with any other word.
+#[derive(Debug, Clone, Copy)]
+pub struct Word<T>(pub T);
+
+/// An enum a config key chooses from.
+pub trait Choice: serde::de::DeserializeOwned {
+    /// The refusal of a word that names no variant.
+    fn unknown(word: &str) -> String;
+}
+
+impl<'de, T: Choice> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let word = String::deserialize(deserializer)?;
+        let parsed: Result<T, serde::de::value::Error> = T::deserialize(word.as_str().into_deserializer());
+        parsed.map(Word).map_err(|_| D::Error::custom(T::unknown(&word)))
+    }
+}
+
+impl Choice for LogFormat {
+    fn unknown(word: &str) -> String {
+        format!("log.format `{word}`: expected \"text\" or \"json\"")
+    }
+}
+
+impl Choice for Selection {
+    fn unknown(word: &str) -> String {
+        format!("upstream.selection `{word}`: expected round_robin, random or consistent")
+    }
+}
+
+impl Choice for HealthCheck {
+    fn unknown(word: &str) -> String {
+        format!("upstream.health_check `{word}`: expected none, tcp or http")
+    }
+}
+
+impl Choice for KeyAlgorithm {
+    fn unknown(_: &str) -> String {
+        "a key's algorithm must be EdDSA, ES256 or RS256".to_owned()
+    }
+}
+
+impl Choice for Backend {
+    fn unknown(word: &str) -> String {
+        format!("store.backend `{word}`: expected \"sled\" or \"redis\"")
+    }
+}
+
+impl Choice for WhenUnreachable {
+    fn unknown(word: &str) -> String {
+        format!("store.redis.when_unreachable `{word}`: expected \"fail_closed\" or \"fail_open\"")
+    }
 }

@@ -1,0 +1,75 @@
+//! `[policy]` and `[[routes]]`: the route table every proxied request is
+//! judged by. Reloaded on SIGHUP, so a route that can't be compiled is refused
+//! here, with its line, rather than misjudging requests later.
+
+use toml::Spanned;
+
+use super::file;
+use super::values::Invalid;
+use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule};
+
+/// Methods a route may name (case-insensitive in the file).
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The route table; `assertion` is `upstream.assertion`, which routes inherit.
+pub(super) fn route_table(
+    policy: file::PolicySection,
+    routes: Vec<Spanned<file::RouteEntry>>,
+    assertion: bool,
+) -> Result<RouteTable, Invalid> {
+    let default_policy = match policy.default {
+        Some(p) => p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
+        None => Policy::Deny,
+    };
+    let default_rule = Rule { policy: default_policy, require_fresh: false, assertion, websocket: false };
+    let compiled = routes
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| route(index, entry, assertion))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RouteTable::new(compiled, default_rule))
+}
+
+fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Result<Route, Invalid> {
+    let entry_span = entry.span();
+    let entry = entry.into_inner();
+    let pattern = PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
+    let policy: Policy = entry.policy.get_ref().parse().map_err(|m| Invalid::at(&entry.policy, m))?;
+    if entry.fresh && policy != Policy::Admin {
+        return Err(Invalid {
+            span: entry_span,
+            message: "`fresh = true` only applies to admin routes; use `policy = \"fresh\"` instead".into(),
+        });
+    }
+    let methods = entry.methods.iter().map(method).collect::<Result<Vec<_>, _>>()?;
+    if entry.websocket
+        && (policy == Policy::Deny || !(methods.is_empty() || methods.contains(&http::Method::GET)))
+    {
+        return Err(Invalid {
+            span: entry_span,
+            message: "`websocket = true` needs a route that allows GET and is not `deny`".into(),
+        });
+    }
+    Ok(Route {
+        pattern,
+        methods,
+        rule: Rule {
+            policy,
+            require_fresh: entry.fresh,
+            assertion: entry.assertion.unwrap_or(assertion),
+            websocket: entry.websocket,
+        },
+        index,
+    })
+}
+
+fn method(name: &Spanned<String>) -> Result<http::Method, Invalid> {
+    let upper = name.get_ref().to_ascii_uppercase();
+    if !METHODS.contains(&upper.as_str()) {
+        return Err(Invalid::at(
+            name,
+            format!("unknown method `{}`: expected one of {}", name.get_ref(), METHODS.join(", ")),
+        ));
+    }
+    upper.parse().map_err(|_| Invalid::at(name, "invalid method"))
+}
