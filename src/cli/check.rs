@@ -4,9 +4,15 @@
 use std::path::Path;
 
 use crate::config::{Config, RedisTarget, StoreBackend};
+use crate::startup::{self, Secrets};
 
 pub(super) fn check_config(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    // Everything `serve` builds, but the store (a running gateway may hold it)
+    // and the sockets: key files, TLS certificates, the token service. A
+    // secret this machine lacks is a note, with a stand-in used for the rest.
+    let (secrets, missing) = Secrets::load_or_stand_in(&config);
+    startup::prepare_with(&config, secrets).map_err(|e| e.to_string())?;
     say!(
         "{}: ok ({} routes, default policy {}, upstreams {:?})",
         path.display(),
@@ -16,25 +22,16 @@ pub(super) fn check_config(path: &Path) -> Result<(), String> {
     );
     match &config.store.backend {
         StoreBackend::Sled { path } => say!("store: sled at {}", path.display()),
-        StoreBackend::Redis(redis) => {
-            match &redis.target {
-                RedisTarget::Url(url) => say!("store: redis at {url}, key prefix {:?}", redis.key_prefix),
-                RedisTarget::Sentinel { sentinels, master_name, .. } => say!(
-                    "store: redis master {master_name:?} via Sentinels {sentinels:?}, key prefix {:?}",
-                    redis.key_prefix
-                ),
-            }
-            if let Some(Err(e)) = redis.password.as_ref().map(|p| p.load_any_length()) {
-                say!("note: store.redis: {e} (needed by `gatehouse serve`)");
-            }
-        }
+        StoreBackend::Redis(redis) => match &redis.target {
+            RedisTarget::Url(url) => say!("store: redis at {url}, key prefix {:?}", redis.key_prefix),
+            RedisTarget::Sentinel { sentinels, master_name, .. } => say!(
+                "store: redis master {master_name:?} via Sentinels {sentinels:?}, key prefix {:?}",
+                redis.key_prefix
+            ),
+        },
     }
-    for (what, source) in [("tokens", &config.tokens.secret), ("admin", &config.admin.token)] {
-        // With an asymmetric signing key the HS256 secret is optional.
-        let optional = what == "tokens" && config.tokens.signing_key.is_some();
-        if let (Err(e), false) = (source.load(), optional) {
-            say!("note: {what}: {e} (needed by `gatehouse serve`)");
-        }
+    for problem in missing {
+        say!("note: {problem} (needed by `gatehouse serve`)");
     }
     Ok(())
 }

@@ -31,6 +31,37 @@ fn check_config_points_at_the_error() {
     assert!(stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())), "{stderr}");
 }
 
+/// `check-config` builds what `serve` builds: a key file `serve` cannot read
+/// fails the check too, not only the start.
+#[test]
+fn check_config_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let missing = dir.path().join("missing.pub.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "[upstream]\naddresses = [\"127.0.0.1:1\"]\n\n[tokens]\nsigning_key = \"k1\"\n\n[[tokens.keys]]\n\
+             kid = \"k1\"\nalgorithm = \"EdDSA\"\npublic_key = \"{}\"\nprivate_key = \"{}\"\n",
+            missing.display(),
+            dir.path().join("missing.key.pem").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("key `k1`: cannot read") && stderr.contains("missing.pub.pem"), "{stderr}");
+    let serve = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("GATEHOUSE_ADMIN_TOKEN", "an-admin-token-long-enough-for-the-check-0123456789")
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("key `k1`: cannot read"));
+}
+
 #[test]
 fn serve_refuses_a_missing_or_short_secret_and_says_how_to_make_one() {
     let upstream = Upstream::start();
