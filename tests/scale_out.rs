@@ -352,7 +352,7 @@ fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
             wait_for_store: false,
             ..Options::default()
         }
-            .with_store_extra(&redis.store_lines(&tls)),
+        .with_store_extra(&redis.store_lines(&tls)),
     );
     let (status, body) = wrong.get("/item/chair", Some(&access));
     assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
