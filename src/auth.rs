@@ -9,10 +9,11 @@ use quick_cache::sync::Cache;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
+use crate::clock::now_unix;
 use crate::error::ApiError;
 use crate::policy::{Policy, Rule};
 use crate::store::{Revocation, Store, User};
-use crate::tokens::{now_unix, Claims, TokenKind, TokenService};
+use crate::tokens::{Claims, TokenKind, TokenService};
 
 /// Who the caller is, as forwarded to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

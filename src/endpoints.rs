@@ -6,56 +6,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Accounts, Registration, UserView};
 use crate::auth::{bearer_token, Authenticator};
 use crate::config::EndpointConfig;
 use crate::error::ApiError;
+// Kept at this path until the admin API imports them from `crate::http_io`.
+pub use crate::http_io::{parse_json, Reply};
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
 use crate::store::UserChange;
 use crate::store::UserId;
 use crate::tokens::{new_family_id, TokenKind};
-
-/// A complete JSON response.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
-    /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
-    pub headers: Vec<(http::HeaderName, String)>,
-    /// The error code of a refusal, for the access log.
-    pub error_code: Option<&'static str>,
-}
-
-impl Reply {
-    pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, headers: Vec::new(), error_code: None },
-            Err(_) => Reply::error(&ApiError::Internal),
-        }
-    }
-
-    pub fn error(error: &ApiError) -> Reply {
-        let mut headers = Vec::new();
-        if let Some(challenge) = error.www_authenticate() {
-            headers.push((http::header::WWW_AUTHENTICATE, challenge));
-        }
-        if let Some(seconds) = error.retry_after() {
-            headers.push((http::header::RETRY_AFTER, seconds.to_string()));
-        }
-        Reply { status: error.status(), body: error.body(), headers, error_code: Some(error.code()) }
-    }
-
-    fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
-        match result {
-            Ok(value) => Reply::json(status, &value),
-            Err(e) => Reply::error(&e),
-        }
-    }
-}
 
 /// Which built-in endpoint a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,15 +353,4 @@ fn result_label<T>(result: &Result<T, ApiError>) -> &'static str {
         Ok(_) => "success",
         Err(e) => e.code(),
     }
-}
-
-/// Parses a JSON body, telling syntax errors apart from wrong or missing fields.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidRequest("a JSON body is required".into()));
-    }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
-        _ => ApiError::InvalidJson(e.to_string()),
-    })
 }

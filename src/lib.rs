@@ -16,11 +16,13 @@ pub mod admin;
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod endpoints;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod header_deadline;
+pub mod http_io;
 pub mod identity_text;
 pub mod limits;
 pub mod metrics;

@@ -6,9 +6,8 @@
 //! tokens and the reverse. Revocation and account checks happen in
 //! [`crate::auth`], which also consults the store.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use std::collections::HashMap;
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
@@ -16,6 +15,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+// Kept at this path until the server imports it from `crate::clock`.
+pub use crate::clock::now_unix;
 use crate::config::{KeyAlgorithm, Secret, TokenConfig};
 use crate::error::ApiError;
 use crate::store::User;
@@ -299,10 +300,6 @@ fn validation(config: &TokenConfig, algorithm: Algorithm) -> Validation {
     validation.validate_nbf = true;
     validation.leeway = config.leeway.as_secs();
     validation
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A new login-session (refresh family) id.

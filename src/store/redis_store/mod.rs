@@ -74,8 +74,8 @@ use super::{
     EmailLookup, Identifiers, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
     UserChange, UserId,
 };
+use crate::clock::now_unix;
 use crate::config::{RedisConfig, WhenUnreachable};
-use crate::tokens::now_unix;
 
 /// Key names under the configured prefix.
 pub(crate) struct Keys {
