@@ -11,6 +11,7 @@
 
 #[cfg(feature = "server")]
 mod redis_store;
+mod retention;
 mod sled_store;
 mod user_cache;
 
@@ -25,6 +26,7 @@ use crate::identity_text;
 pub(crate) use redis_store::{pool::Pool as RedisPool, Keys as RedisKeys};
 #[cfg(feature = "server")]
 pub use redis_store::{ImportClaims, RedisStore};
+pub use retention::Retention;
 pub use sled_store::SledStore;
 
 pub type UserId = u64;
