@@ -18,7 +18,7 @@ use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
 use crate::store::UserChange;
 use crate::store::UserId;
-use crate::tokens::{new_family_id, TokenKind};
+use crate::tokens::{new_family_id, TokenError, TokenKind};
 
 /// Which built-in endpoint a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +159,13 @@ impl BuiltIns {
         }
         // Every built-in endpoint but the key set reads the store for real (even
         // with `fail_open`, which only lets proxied requests use a cached copy).
-        if endpoint != Endpoint::Jwks && !self.accounts.store().is_reachable() {
+        if endpoint != Endpoint::Jwks && !self.accounts.is_reachable() {
             return Reply::error(&ApiError::StoreUnavailable);
         }
         if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
             if let Err(e) = self.limiter.check_ip(client).await {
+                e.log();
+                let e = ApiError::from(e);
                 tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
                 if endpoint == Endpoint::Login {
                     self.metrics.logins.with_label_values(&[e.code()]).inc();
@@ -220,29 +222,7 @@ impl BuiltIns {
 
     async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
-        // Malformed emails are not refused here, only found by no account. An
-        // email too long for any account is not even normalised: it is
-        // answered like an unknown email (the dummy hash included), its
-        // attempts counted under the key of the empty email, also no account's.
-        let lookup = crate::store::EmailLookup::new(&email);
-        let account = lookup.as_ref().map_or("", |lookup| lookup.key());
-        self.limiter.check_account(account, client).await?;
-        let user = match &lookup {
-            Some(lookup) => self.accounts.store().user_by_email(lookup).await?,
-            None => None,
-        };
-        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        if !self.accounts.passwords().verify(password, stored_hash).await {
-            self.limiter.record_failure(account, client).await?;
-            tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
-            return Err(ApiError::InvalidCredentials);
-        }
-        self.limiter.record_success(account, client).await?;
-        let user = user.ok_or(ApiError::InvalidCredentials)?;
-        if user.blocked {
-            tracing::info!(user_id = user.id, outcome = "blocked", "login refused");
-            return Err(ApiError::AccountBlocked);
-        }
+        let user = self.accounts.login(&self.limiter, &email, password, client).await?;
         let tokens = self.auth.tokens();
         let family = new_family_id();
         let access = tokens.issue(&user, TokenKind::Access, true, &family)?;
@@ -261,7 +241,7 @@ impl BuiltIns {
         let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
         // Rotation: the presented refresh token is used up. If another request
         // retired it first, this is a replay of a copied token.
-        if !self.accounts.store().retire(&auth.claims.jti, auth.claims.exp).await? {
+        if !self.accounts.retire(&auth.claims).await? {
             return Err(self.auth.refresh_replayed(&auth.claims).await);
         }
         let tokens = self.auth.tokens();
@@ -292,7 +272,7 @@ impl BuiltIns {
                     return Err(ApiError::InvalidRequest("refresh_token belongs to another account".into()))
                 }
                 // Already expired: nothing left to revoke.
-                Err(ApiError::TokenExpired) => None,
+                Err(TokenError::Expired) => None,
                 Err(_) => {
                     return Err(ApiError::InvalidRequest("refresh_token is not a valid refresh token".into()))
                 }
@@ -314,12 +294,11 @@ impl BuiltIns {
         let auth = self.auth.require_access(headers).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id {
-            if !auth.is_admin() {
-                return Err(ApiError::NotYourAccount);
-            }
-            if !auth.claims.fresh {
-                return Err(ApiError::FreshTokenRequired);
-            }
+            // Someone else's tokens: a non-admin is told they aren't theirs.
+            auth.require(true, true).map_err(|e| match e {
+                ApiError::AdminRequired => ApiError::NotYourAccount,
+                other => other,
+            })?;
         }
         self.accounts.change(id, UserChange::RevokeAllTokens).await?;
         Ok(Message { message: "Every token of this user is revoked." })
@@ -336,12 +315,7 @@ impl BuiltIns {
 
     async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
-        if !auth.is_admin() {
-            return Err(ApiError::AdminRequired);
-        }
-        if !auth.claims.fresh {
-            return Err(ApiError::FreshTokenRequired);
-        }
+        auth.require(true, true)?;
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
         Ok(Message { message: "User deleted." })
     }

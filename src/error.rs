@@ -334,13 +334,45 @@ impl From<crate::request::RequestError> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
-        match &err {
-            // An outage is logged once where it is noticed (the Redis
-            // subscriber), not once per refused request.
-            crate::store::StoreError::Unavailable(_) => tracing::debug!(error = %err, "store unavailable"),
-            _ => tracing::error!(error = %err, "store operation failed"),
-        }
+    /// Only the answer: whoever handles the failure logs it
+    /// ([`crate::store::StoreError::log`]).
+    fn from(_: crate::store::StoreError) -> Self {
         ApiError::StoreUnavailable
+    }
+}
+
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(err: crate::tokens::TokenError) -> Self {
+        use crate::tokens::TokenError;
+        match err {
+            TokenError::Invalid => ApiError::InvalidToken,
+            TokenError::Expired => ApiError::TokenExpired,
+            TokenError::NotYetValid => ApiError::TokenNotYetValid,
+            TokenError::AccessRequired => ApiError::AccessTokenRequired,
+            TokenError::RefreshRequired => ApiError::RefreshTokenRequired,
+            TokenError::Signing => ApiError::Internal,
+        }
+    }
+}
+
+impl From<crate::passwords::PasswordError> for ApiError {
+    fn from(err: crate::passwords::PasswordError) -> Self {
+        use crate::passwords::PasswordError;
+        match err {
+            PasswordError::TooShort { .. } | PasswordError::TooLong { .. } => {
+                ApiError::InvalidRequest(err.to_string())
+            }
+            PasswordError::Hashing => ApiError::Internal,
+        }
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(err: crate::limits::LimitError) -> Self {
+        use crate::limits::LimitError;
+        match err {
+            LimitError::Limited { retry_after } => ApiError::RateLimited { retry_after },
+            LimitError::Store(e) => e.into(),
+        }
     }
 }

@@ -12,9 +12,8 @@ use pingora::Result;
 use super::{Gateway, Live, RequestCtx};
 use crate::auth::Identity;
 use crate::clock::now_unix;
-use crate::error::ApiError;
 use crate::http_io::REQUEST_ID;
-use crate::tokens::Assertion;
+use crate::tokens::{Assertion, TokenError};
 
 impl Gateway {
     /// A signed statement of who calls, for exactly this method and path.
@@ -23,7 +22,7 @@ impl Gateway {
         live: &Live,
         identity: Option<&Identity>,
         request: &RequestHeader,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, TokenError> {
         let tokens = self.auth.tokens();
         let now = now_unix();
         let assertion = Assertion {

@@ -115,6 +115,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Logs a failure that refuses a request, where it is handled. An outage
+    /// is logged once where it is noticed (the Redis subscriber), not once
+    /// per refused request: here it is only a debug line.
+    pub fn log(&self) {
+        match self {
+            StoreError::Unavailable(_) => tracing::debug!(error = %self, "store unavailable"),
+            _ => tracing::error!(error = %self, "store operation failed"),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates an account from identifiers already checked: refused if its
