@@ -131,7 +131,7 @@ fn benches(c: &mut Criterion) {
     };
     group.bench_function("any_policy_full", |b| {
         b.to_async(&f.runtime).iter(|| async {
-            // The canonical request first, as the proxy makes it (src/proxy.rs `canonicalise`).
+            // The canonical request first, as the proxy makes it (src/proxy/canonical.rs `canonicalise`).
             canonical_method(&request.method).unwrap();
             let target = canonical_target(request.raw_path(), MethodOverride::Refuse).unwrap();
             let plan = inspect_headers(&request.method, request.version, &request.headers, rules).unwrap();

@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use quick_cache::sync::Cache;
-
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use quick_cache::sync::Cache;
 
 use crate::clock::now_unix;
 use crate::error::ApiError;

@@ -7,8 +7,10 @@
 //! One module per concern: [`config`] (file model -> validated model),
 //! [`policy`] (route matching), [`tokens`] (JWTs), [`store`] (users and
 //! revocations), [`auth`] (the per-request decision), [`endpoints`] (built-in
-//! endpoints), [`proxy`] (pingora glue), [`admin`] (operator API), [`error`]
-//! (every refusal and its HTTP mapping), [`server`] (assembly) and [`cli`].
+//! endpoints), [`http_io`] (bodies in, JSON answers out, for the gateway's own
+//! endpoints), [`clock`] (Unix time), [`proxy`] (pingora glue), [`admin`]
+//! (operator API), [`error`] (every refusal and its HTTP mapping), [`server`]
+//! (assembly) and [`cli`].
 
 pub mod accounts;
 #[cfg(feature = "server")]

@@ -63,8 +63,6 @@ pub(crate) mod pool;
 mod records;
 mod scripts;
 
-pub(crate) use self::keys::Keys;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +80,8 @@ use super::{
 };
 use crate::clock::now_unix;
 use crate::config::{RedisConfig, WhenUnreachable};
+
+pub(crate) use self::keys::Keys;
 
 /// How long a registration waits for the indexes to be brought up to date
 /// before it is refused (see the module documentation).
