@@ -125,13 +125,13 @@ fn benches(c: &mut Criterion) {
     request.insert_header("x-auth-user-id", "spoofed").unwrap();
     request.insert_header("user-agent", "bench").unwrap();
     let rules = HeaderRules {
-        identity_prefix: &live.upstream.identity_prefix,
+        identity_prefix: &live.upstream_settings.identity_prefix,
         underscores: UnderscoreHeaders::Drop,
         trusted_peer: false,
     };
     group.bench_function("any_policy_full", |b| {
         b.to_async(&f.runtime).iter(|| async {
-            // The canonical request first, as the proxy makes it (src/proxy.rs `canonicalise`).
+            // The canonical request first, as the proxy makes it (src/proxy/canonical.rs `canonicalise`).
             canonical_method(&request.method).unwrap();
             let target = canonical_target(request.raw_path(), MethodOverride::Refuse).unwrap();
             let plan = inspect_headers(&request.method, request.version, &request.headers, rules).unwrap();

@@ -2,15 +2,17 @@
 //! CLI: one implementation of "create a user", "block a user", "revoke a
 //! token", whichever door the request came through.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::limits::{LimitError, LoginLimiter};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::store::{EmailLookup, Identifiers, Store, StoreError, User, UserChange, UserId};
-use crate::tokens::{Claims, TokenKind, TokenService};
+use crate::tokens::{Claims, TokenError, TokenKind, TokenService};
 
 /// A user as shown to clients and operators: never the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +64,50 @@ impl Accounts {
         &self.store
     }
 
-    pub fn passwords(&self) -> &Passwords {
-        &self.passwords
+    /// Whether the store answered last time, without asking again.
+    pub fn is_reachable(&self) -> bool {
+        self.store.is_reachable()
+    }
+
+    /// Checks an email and password under the login limits, and answers the
+    /// account they open. Every way to fail but a blocked account looks the
+    /// same to the client, and takes as long (the dummy hash included).
+    pub async fn login(
+        &self,
+        limiter: &LoginLimiter,
+        email: &str,
+        password: String,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<User>, ApiError> {
+        // Malformed emails are not refused here, only found by no account. An
+        // email too long for any account is not even normalised: it is
+        // answered like an unknown email (the dummy hash included), its
+        // attempts counted under the key of the empty email, also no account's.
+        let lookup = EmailLookup::new(email);
+        let account = lookup.as_ref().map_or("", |lookup| lookup.key());
+        limiter.check_account(account, client).await.inspect_err(LimitError::log)?;
+        let user = match &lookup {
+            Some(lookup) => self.store.user_by_email(lookup).await.inspect_err(StoreError::log)?,
+            None => None,
+        };
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+        if !self.passwords.verify(password, stored_hash).await {
+            limiter.record_failure(account, client).await.inspect_err(LimitError::log)?;
+            tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
+            return Err(ApiError::InvalidCredentials);
+        }
+        limiter.record_success(account, client).await.inspect_err(LimitError::log)?;
+        let user = user.ok_or(ApiError::InvalidCredentials)?;
+        if user.blocked {
+            tracing::info!(user_id = user.id, outcome = "blocked", "login refused");
+            return Err(ApiError::AccountBlocked);
+        }
+        Ok(user)
+    }
+
+    /// Uses up a refresh token (rotation): false if it was used up before.
+    pub async fn retire(&self, claims: &Claims) -> Result<bool, ApiError> {
+        Ok(self.store.retire(&claims.jti, claims.exp).await.inspect_err(StoreError::log)?)
     }
 
     /// Creates an account. The email and username are checked and
@@ -80,30 +124,50 @@ impl Accounts {
                 |e| match e {
                     StoreError::EmailTaken => ApiError::EmailTaken,
                     StoreError::UsernameTaken => ApiError::UsernameTaken,
-                    other => other.into(),
+                    other => {
+                        other.log();
+                        other.into()
+                    }
                 },
             )?;
         tracing::info!(user_id = user.id, admin = user.is_admin, "account created");
         Ok(UserView::from(&user))
     }
 
+    /// How many users and revocation entries the store holds (`/admin/stats`).
+    pub async fn stats(&self) -> Result<(usize, usize), ApiError> {
+        let users = self.store.users().await.inspect_err(StoreError::log)?.len();
+        let revocations = self.store.revoked_count().await.inspect_err(StoreError::log)?;
+        Ok((users, revocations))
+    }
+
     pub async fn list(&self) -> Result<Vec<UserView>, ApiError> {
-        Ok(self.store.users().await?.iter().map(UserView::from).collect())
+        Ok(self.store.users().await.inspect_err(StoreError::log)?.iter().map(UserView::from).collect())
     }
 
     pub async fn show(&self, id: UserId) -> Result<UserView, ApiError> {
-        let user = self.store.user(id).await?.ok_or(ApiError::UserNotFound)?;
+        let user = self.store.user(id).await.inspect_err(StoreError::log)?.ok_or(ApiError::UserNotFound)?;
         Ok(UserView::from(user.as_ref()))
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<UserView, ApiError> {
         let lookup = EmailLookup::new(email).ok_or(ApiError::UserNotFound)?;
-        let user = self.store.user_by_email(&lookup).await?.ok_or(ApiError::UserNotFound)?;
+        let user = self
+            .store
+            .user_by_email(&lookup)
+            .await
+            .inspect_err(StoreError::log)?
+            .ok_or(ApiError::UserNotFound)?;
         Ok(UserView::from(user.as_ref()))
     }
 
     pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {
-        let user = self.store.change_user(id, change).await?.ok_or(ApiError::UserNotFound)?;
+        let user = self
+            .store
+            .change_user(id, change)
+            .await
+            .inspect_err(StoreError::log)?
+            .ok_or(ApiError::UserNotFound)?;
         tracing::info!(user_id = id, ?change, "account changed");
         if matches!(change, UserChange::RevokeAllTokens | UserChange::SetBlocked(true)) {
             self.metrics.revocations.with_label_values(&["user"]).inc();
@@ -112,7 +176,7 @@ impl Accounts {
     }
 
     pub async fn delete(&self, id: UserId) -> Result<(), ApiError> {
-        if !self.store.delete_user(id).await? {
+        if !self.store.delete_user(id).await.inspect_err(StoreError::log)? {
             return Err(ApiError::UserNotFound);
         }
         tracing::info!(user_id = id, "account deleted");
@@ -122,7 +186,7 @@ impl Accounts {
 
     /// Revokes one token (given its verified claims) until it would have expired.
     pub async fn revoke(&self, claims: &Claims) -> Result<(), ApiError> {
-        self.store.revoke(&claims.jti, claims.exp).await?;
+        self.store.revoke(&claims.jti, claims.exp).await.inspect_err(StoreError::log)?;
         tracing::info!(user_id = %claims.sub, token_id = %claims.jti, kind = ?claims.kind, "token revoked");
         self.metrics.revocations.with_label_values(&["token"]).inc();
         Ok(())
@@ -132,7 +196,7 @@ impl Accounts {
     /// An expired token needs no revocation and is reported as such.
     pub async fn revoke_token(&self, tokens: &TokenService, token: &str) -> Result<Claims, ApiError> {
         let claims = tokens.verify(token, TokenKind::Access).or_else(|e| match e {
-            ApiError::AccessTokenRequired => tokens.verify(token, TokenKind::Refresh),
+            TokenError::AccessRequired => tokens.verify(token, TokenKind::Refresh),
             other => Err(other),
         })?;
         self.revoke(&claims).await?;

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use quick_cache::sync::Cache;
-
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use quick_cache::sync::Cache;
 
+use crate::clock::now_unix;
 use crate::error::ApiError;
 use crate::policy::{Policy, Rule};
-use crate::store::{Revocation, Store, User};
-use crate::tokens::{now_unix, Claims, TokenKind, TokenService};
+use crate::store::{Revocation, Store, StoreError, User};
+use crate::tokens::{Claims, TokenError, TokenKind, TokenService};
 
 /// Who the caller is, as forwarded to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,19 @@ impl Authenticated {
     /// so demoting an admin takes effect at once.
     pub fn is_admin(&self) -> bool {
         self.claims.is_admin && self.user.is_admin
+    }
+
+    /// Whether the caller may do what needs admin rights and/or a fresh
+    /// token: the one place both are decided, for routes and for built-in
+    /// endpoints alike. Admin rights are checked first.
+    pub fn require(&self, admin: bool, fresh: bool) -> Result<(), ApiError> {
+        if admin && !self.is_admin() {
+            return Err(ApiError::AdminRequired);
+        }
+        if fresh && !self.claims.fresh {
+            return Err(ApiError::FreshTokenRequired);
+        }
+        Ok(())
     }
 
     pub fn identity(&self) -> Identity {
@@ -71,7 +84,7 @@ impl Authenticator {
     }
 
     /// Signature and claim checks, skipped for a token verified before.
-    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Arc<Claims>, ApiError> {
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Arc<Claims>, TokenError> {
         let Some(cache) = &self.verified else {
             return self.tokens.verify(token, kind).map(Arc::new);
         };
@@ -91,15 +104,20 @@ impl Authenticator {
     /// Verifies a token and checks it against revocations and the account.
     pub async fn authenticate(&self, token: &str, kind: TokenKind) -> Result<Authenticated, ApiError> {
         let claims = self.verify(token, kind)?;
-        match self.store.revocation(&claims.jti).await? {
+        match self.store.revocation(&claims.jti).await.inspect_err(StoreError::log)? {
             None => {}
             Some(Revocation::Revoked) => return Err(ApiError::TokenRevoked),
             Some(Revocation::Retired) => return Err(self.refresh_replayed(&claims).await),
         }
-        if self.store.is_family_revoked(&claims.fam).await? {
+        if self.store.is_family_revoked(&claims.fam).await.inspect_err(StoreError::log)? {
             return Err(ApiError::TokenRevoked);
         }
-        let user = self.store.user(claims.user_id()?).await?.ok_or(ApiError::AccountNotFound)?;
+        let user = self
+            .store
+            .user(claims.user_id()?)
+            .await
+            .inspect_err(StoreError::log)?
+            .ok_or(ApiError::AccountNotFound)?;
         if user.blocked {
             return Err(ApiError::AccountBlocked);
         }
@@ -121,7 +139,10 @@ impl Authenticator {
         );
         match self.store.revoke_family(&claims.fam, until).await {
             Ok(()) => ApiError::RefreshTokenReused,
-            Err(e) => e.into(),
+            Err(e) => {
+                e.log();
+                e.into()
+            }
         }
     }
 
@@ -142,13 +163,10 @@ impl Authenticator {
             },
             Policy::Any | Policy::Fresh | Policy::Admin => {
                 let auth = self.require_access(headers).await?;
-                if rule.policy == Policy::Admin && !auth.is_admin() {
-                    return Err(ApiError::AdminRequired);
-                }
-                let needs_fresh = rule.policy == Policy::Fresh || rule.require_fresh;
-                if needs_fresh && !auth.claims.fresh {
-                    return Err(ApiError::FreshTokenRequired);
-                }
+                auth.require(
+                    rule.policy == Policy::Admin,
+                    rule.policy == Policy::Fresh || rule.require_fresh,
+                )?;
                 Ok(Some(auth.identity()))
             }
         }

@@ -6,56 +6,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Accounts, Registration, UserView};
 use crate::auth::{bearer_token, Authenticator};
 use crate::config::EndpointConfig;
 use crate::error::ApiError;
+use crate::http_io::{parse_json, Reply};
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
 use crate::store::UserChange;
 use crate::store::UserId;
-use crate::tokens::{new_family_id, TokenKind};
-
-/// A complete JSON response.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
-    /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
-    pub headers: Vec<(http::HeaderName, String)>,
-    /// The error code of a refusal, for the access log.
-    pub error_code: Option<&'static str>,
-}
-
-impl Reply {
-    pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, headers: Vec::new(), error_code: None },
-            Err(_) => Reply::error(&ApiError::Internal),
-        }
-    }
-
-    pub fn error(error: &ApiError) -> Reply {
-        let mut headers = Vec::new();
-        if let Some(challenge) = error.www_authenticate() {
-            headers.push((http::header::WWW_AUTHENTICATE, challenge));
-        }
-        if let Some(seconds) = error.retry_after() {
-            headers.push((http::header::RETRY_AFTER, seconds.to_string()));
-        }
-        Reply { status: error.status(), body: error.body(), headers, error_code: Some(error.code()) }
-    }
-
-    fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
-        match result {
-            Ok(value) => Reply::json(status, &value),
-            Err(e) => Reply::error(&e),
-        }
-    }
-}
+use crate::tokens::{new_family_id, TokenError, TokenKind};
 
 /// Which built-in endpoint a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,11 +158,13 @@ impl BuiltIns {
         }
         // Every built-in endpoint but the key set reads the store for real (even
         // with `fail_open`, which only lets proxied requests use a cached copy).
-        if endpoint != Endpoint::Jwks && !self.accounts.store().is_reachable() {
+        if endpoint != Endpoint::Jwks && !self.accounts.is_reachable() {
             return Reply::error(&ApiError::StoreUnavailable);
         }
         if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
             if let Err(e) = self.limiter.check_ip(client).await {
+                e.log();
+                let e = ApiError::from(e);
                 tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
                 if endpoint == Endpoint::Login {
                     self.metrics.logins.with_label_values(&[e.code()]).inc();
@@ -257,29 +221,7 @@ impl BuiltIns {
 
     async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let LoginRequest { email, password } = parse_json(body)?;
-        // Malformed emails are not refused here, only found by no account. An
-        // email too long for any account is not even normalised: it is
-        // answered like an unknown email (the dummy hash included), its
-        // attempts counted under the key of the empty email, also no account's.
-        let lookup = crate::store::EmailLookup::new(&email);
-        let account = lookup.as_ref().map_or("", |lookup| lookup.key());
-        self.limiter.check_account(account, client).await?;
-        let user = match &lookup {
-            Some(lookup) => self.accounts.store().user_by_email(lookup).await?,
-            None => None,
-        };
-        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        if !self.accounts.passwords().verify(password, stored_hash).await {
-            self.limiter.record_failure(account, client).await?;
-            tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
-            return Err(ApiError::InvalidCredentials);
-        }
-        self.limiter.record_success(account, client).await?;
-        let user = user.ok_or(ApiError::InvalidCredentials)?;
-        if user.blocked {
-            tracing::info!(user_id = user.id, outcome = "blocked", "login refused");
-            return Err(ApiError::AccountBlocked);
-        }
+        let user = self.accounts.login(&self.limiter, &email, password, client).await?;
         let tokens = self.auth.tokens();
         let family = new_family_id();
         let access = tokens.issue(&user, TokenKind::Access, true, &family)?;
@@ -298,7 +240,7 @@ impl BuiltIns {
         let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
         // Rotation: the presented refresh token is used up. If another request
         // retired it first, this is a replay of a copied token.
-        if !self.accounts.store().retire(&auth.claims.jti, auth.claims.exp).await? {
+        if !self.accounts.retire(&auth.claims).await? {
             return Err(self.auth.refresh_replayed(&auth.claims).await);
         }
         let tokens = self.auth.tokens();
@@ -329,7 +271,7 @@ impl BuiltIns {
                     return Err(ApiError::InvalidRequest("refresh_token belongs to another account".into()))
                 }
                 // Already expired: nothing left to revoke.
-                Err(ApiError::TokenExpired) => None,
+                Err(TokenError::Expired) => None,
                 Err(_) => {
                     return Err(ApiError::InvalidRequest("refresh_token is not a valid refresh token".into()))
                 }
@@ -351,12 +293,11 @@ impl BuiltIns {
         let auth = self.auth.require_access(headers).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id {
-            if !auth.is_admin() {
-                return Err(ApiError::NotYourAccount);
-            }
-            if !auth.claims.fresh {
-                return Err(ApiError::FreshTokenRequired);
-            }
+            // Someone else's tokens: a non-admin is told they aren't theirs.
+            auth.require(true, true).map_err(|e| match e {
+                ApiError::AdminRequired => ApiError::NotYourAccount,
+                other => other,
+            })?;
         }
         self.accounts.change(id, UserChange::RevokeAllTokens).await?;
         Ok(Message { message: "Every token of this user is revoked." })
@@ -373,12 +314,7 @@ impl BuiltIns {
 
     async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
-        if !auth.is_admin() {
-            return Err(ApiError::AdminRequired);
-        }
-        if !auth.claims.fresh {
-            return Err(ApiError::FreshTokenRequired);
-        }
+        auth.require(true, true)?;
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
         Ok(Message { message: "User deleted." })
     }
@@ -390,15 +326,4 @@ fn result_label<T>(result: &Result<T, ApiError>) -> &'static str {
         Ok(_) => "success",
         Err(e) => e.code(),
     }
-}
-
-/// Parses a JSON body, telling syntax errors apart from wrong or missing fields.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidRequest("a JSON body is required".into()));
-    }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
-        _ => ApiError::InvalidJson(e.to_string()),
-    })
 }

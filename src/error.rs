@@ -137,46 +137,52 @@ impl ApiError {
 
     /// The stable, machine-readable code. Documented in the README's table.
     pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which refusal this is, without its details: what the access log and
+    /// the request context keep.
+    pub fn kind(&self) -> ErrorCode {
         use ApiError::*;
         match self {
-            MissingToken => "missing_token",
-            MalformedAuthorization => "malformed_authorization",
-            DuplicateAuthorization => "duplicate_authorization",
-            InvalidToken => "invalid_token",
-            TokenExpired => "token_expired",
-            TokenNotYetValid => "token_not_yet_valid",
-            TokenRevoked => "token_revoked",
-            AccessTokenRequired => "access_token_required",
-            RefreshTokenRequired => "refresh_token_required",
-            FreshTokenRequired => "fresh_token_required",
-            AdminRequired => "admin_required",
-            AccountNotFound => "account_not_found",
-            AccountBlocked => "account_blocked",
-            AccessDenied => "access_denied",
-            NotYourAccount => "not_your_account",
-            InvalidCredentials => "invalid_credentials",
-            EmailTaken => "email_taken",
-            UsernameTaken => "username_taken",
-            RegistrationDisabled => "registration_disabled",
-            UserNotFound => "user_not_found",
-            InvalidJson(_) => "invalid_json",
-            InvalidRequest(_) => "invalid_request",
-            BodyTooLarge { .. } => "body_too_large",
-            MethodNotAllowed(_) => "method_not_allowed",
-            NotFound => "not_found",
-            RefreshTokenReused => "refresh_token_reused",
-            InvalidPath(_) => "invalid_path",
-            InvalidMethod => "invalid_method",
-            MethodOverrideRefused => "method_override_refused",
-            InvalidHeader(_) => "invalid_header",
-            HeadersTooLarge { .. } => "headers_too_large",
-            RequestTimeout => "request_timeout",
-            LengthRequired => "length_required",
-            RateLimited { .. } => "rate_limited",
-            UpstreamUnavailable => "upstream_unavailable",
-            UpstreamTimeout => "upstream_timeout",
-            StoreUnavailable => "store_unavailable",
-            Internal => "internal_error",
+            MissingToken => ErrorCode::MissingToken,
+            MalformedAuthorization => ErrorCode::MalformedAuthorization,
+            DuplicateAuthorization => ErrorCode::DuplicateAuthorization,
+            InvalidToken => ErrorCode::InvalidToken,
+            TokenExpired => ErrorCode::TokenExpired,
+            TokenNotYetValid => ErrorCode::TokenNotYetValid,
+            TokenRevoked => ErrorCode::TokenRevoked,
+            AccessTokenRequired => ErrorCode::AccessTokenRequired,
+            RefreshTokenRequired => ErrorCode::RefreshTokenRequired,
+            FreshTokenRequired => ErrorCode::FreshTokenRequired,
+            AdminRequired => ErrorCode::AdminRequired,
+            AccountNotFound => ErrorCode::AccountNotFound,
+            AccountBlocked => ErrorCode::AccountBlocked,
+            AccessDenied => ErrorCode::AccessDenied,
+            NotYourAccount => ErrorCode::NotYourAccount,
+            InvalidCredentials => ErrorCode::InvalidCredentials,
+            EmailTaken => ErrorCode::EmailTaken,
+            UsernameTaken => ErrorCode::UsernameTaken,
+            RegistrationDisabled => ErrorCode::RegistrationDisabled,
+            UserNotFound => ErrorCode::UserNotFound,
+            InvalidJson(_) => ErrorCode::InvalidJson,
+            InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            NotFound => ErrorCode::NotFound,
+            RefreshTokenReused => ErrorCode::RefreshTokenReused,
+            InvalidPath(_) => ErrorCode::InvalidPath,
+            InvalidMethod => ErrorCode::InvalidMethod,
+            MethodOverrideRefused => ErrorCode::MethodOverrideRefused,
+            InvalidHeader(_) => ErrorCode::InvalidHeader,
+            HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            RequestTimeout => ErrorCode::RequestTimeout,
+            LengthRequired => ErrorCode::LengthRequired,
+            RateLimited { .. } => ErrorCode::RateLimited,
+            UpstreamUnavailable => ErrorCode::UpstreamUnavailable,
+            UpstreamTimeout => ErrorCode::UpstreamTimeout,
+            StoreUnavailable => ErrorCode::StoreUnavailable,
+            Internal => ErrorCode::Internal,
         }
     }
 
@@ -224,6 +230,96 @@ impl ApiError {
     }
 }
 
+/// The code of an [`ApiError`]: a closed set, so the request context and the
+/// access log carry a value rather than a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    MissingToken,
+    MalformedAuthorization,
+    DuplicateAuthorization,
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenRevoked,
+    AccessTokenRequired,
+    RefreshTokenRequired,
+    FreshTokenRequired,
+    AdminRequired,
+    AccountNotFound,
+    AccountBlocked,
+    AccessDenied,
+    NotYourAccount,
+    InvalidCredentials,
+    EmailTaken,
+    UsernameTaken,
+    RegistrationDisabled,
+    UserNotFound,
+    InvalidJson,
+    InvalidRequest,
+    BodyTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    RefreshTokenReused,
+    InvalidPath,
+    InvalidMethod,
+    MethodOverrideRefused,
+    InvalidHeader,
+    HeadersTooLarge,
+    RequestTimeout,
+    LengthRequired,
+    RateLimited,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    StoreUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable, machine-readable code. Documented in the README's table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MissingToken => "missing_token",
+            ErrorCode::MalformedAuthorization => "malformed_authorization",
+            ErrorCode::DuplicateAuthorization => "duplicate_authorization",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenRevoked => "token_revoked",
+            ErrorCode::AccessTokenRequired => "access_token_required",
+            ErrorCode::RefreshTokenRequired => "refresh_token_required",
+            ErrorCode::FreshTokenRequired => "fresh_token_required",
+            ErrorCode::AdminRequired => "admin_required",
+            ErrorCode::AccountNotFound => "account_not_found",
+            ErrorCode::AccountBlocked => "account_blocked",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::NotYourAccount => "not_your_account",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::EmailTaken => "email_taken",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::RegistrationDisabled => "registration_disabled",
+            ErrorCode::UserNotFound => "user_not_found",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RefreshTokenReused => "refresh_token_reused",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::InvalidMethod => "invalid_method",
+            ErrorCode::MethodOverrideRefused => "method_override_refused",
+            ErrorCode::InvalidHeader => "invalid_header",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::LengthRequired => "length_required",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+}
+
 impl From<crate::request::RequestError> for ApiError {
     fn from(err: crate::request::RequestError) -> Self {
         use crate::request::RequestError;
@@ -238,13 +334,45 @@ impl From<crate::request::RequestError> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
-        match &err {
-            // An outage is logged once where it is noticed (the Redis
-            // subscriber), not once per refused request.
-            crate::store::StoreError::Unavailable(_) => tracing::debug!(error = %err, "store unavailable"),
-            _ => tracing::error!(error = %err, "store operation failed"),
-        }
+    /// Only the answer: whoever handles the failure logs it
+    /// ([`crate::store::StoreError::log`]).
+    fn from(_: crate::store::StoreError) -> Self {
         ApiError::StoreUnavailable
+    }
+}
+
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(err: crate::tokens::TokenError) -> Self {
+        use crate::tokens::TokenError;
+        match err {
+            TokenError::Invalid => ApiError::InvalidToken,
+            TokenError::Expired => ApiError::TokenExpired,
+            TokenError::NotYetValid => ApiError::TokenNotYetValid,
+            TokenError::AccessRequired => ApiError::AccessTokenRequired,
+            TokenError::RefreshRequired => ApiError::RefreshTokenRequired,
+            TokenError::Signing => ApiError::Internal,
+        }
+    }
+}
+
+impl From<crate::passwords::PasswordError> for ApiError {
+    fn from(err: crate::passwords::PasswordError) -> Self {
+        use crate::passwords::PasswordError;
+        match err {
+            PasswordError::TooShort { .. } | PasswordError::TooLong { .. } => {
+                ApiError::InvalidRequest(err.to_string())
+            }
+            PasswordError::Hashing => ApiError::Internal,
+        }
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(err: crate::limits::LimitError) -> Self {
+        use crate::limits::LimitError;
+        match err {
+            LimitError::Limited { retry_after } => ApiError::RateLimited { retry_after },
+            LimitError::Store(e) => e.into(),
+        }
     }
 }

@@ -4,12 +4,27 @@
 //! every other request's bearer token against a per-route policy, and forwards
 //! allowed requests upstream with identity headers the upstream can trust.
 //!
-//! One module per concern: [`config`] (file model -> validated model),
-//! [`policy`] (route matching), [`tokens`] (JWTs), [`store`] (users and
-//! revocations), [`auth`] (the per-request decision), [`endpoints`] (built-in
-//! endpoints), [`proxy`] (pingora glue), [`admin`] (operator API), [`error`]
-//! (every refusal and its HTTP mapping), [`startup`] (everything built from the
-//! config before serving), [`server`] (assembly) and [`cli`].
+//! One module per concern, in the order a request meets them:
+//!
+//! - [`config`]: the file model, converted section by section into the
+//!   validated model everything else reads; [`startup`] builds every piece
+//!   from it before a socket opens (and `check-config` runs the same build).
+//! - [`header_deadline`]: reads each HTTP/1 request head within a deadline.
+//! - [`request`]: the one canonical request (method, target, header plan,
+//!   client address) that is judged and forwarded; [`path`] normalises paths.
+//! - [`policy`]: route matching and precedence.
+//! - [`tokens`]: JWTs, signing keys and `keygen`; [`clock`]: Unix time.
+//! - [`auth`]: the per-request decision (token, revocation, account).
+//! - [`accounts`]: registration, login, account changes; [`passwords`]
+//!   (argon2id); [`identity_text`] (email and username comparison keys).
+//! - [`store`]: users and revocations, in sled or Redis, and `migrate`.
+//! - [`limits`]: login and registration limits, local or shared.
+//! - [`endpoints`]: `/register`, `/login`, `/refresh`, `/logout` and the key
+//!   set; [`admin`]: the operator API, whose typed operations the CLI shares.
+//! - [`http_io`]: bodies in, JSON answers out, for the gateway's own endpoints.
+//! - [`proxy`]: the pingora phases; [`upstreams`]: balancing and health.
+//! - [`error`]: every refusal and its one HTTP mapping; [`metrics`].
+//! - [`server`]: assembles the pingora server; [`cli`]: the command line.
 
 pub mod accounts;
 #[cfg(feature = "server")]
@@ -17,11 +32,13 @@ pub mod admin;
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod endpoints;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod header_deadline;
+pub mod http_io;
 pub mod identity_text;
 pub mod limits;
 pub mod metrics;

@@ -14,10 +14,21 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordConfig;
-use crate::error::ApiError;
 
 /// Longest password accepted: bounds the hashing input an attacker controls.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a password was refused or could not be hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the password must be at least {min} characters long")]
+    TooShort { min: usize },
+    #[error("the password must be at most {max} bytes long")]
+    TooLong { max: usize },
+    /// Logged where it happened: the gateway's fault, not the password's.
+    #[error("password hashing failed")]
+    Hashing,
+}
 
 #[derive(Clone)]
 pub struct Passwords {
@@ -47,31 +58,26 @@ impl Passwords {
     }
 
     /// Checks a new password against the length rules.
-    pub fn check_policy(&self, password: &str) -> Result<(), ApiError> {
+    pub fn check_policy(&self, password: &str) -> Result<(), PasswordError> {
         let chars = password.chars().count();
         if chars < self.inner.min_length {
-            return Err(ApiError::InvalidRequest(format!(
-                "the password must be at least {} characters long",
-                self.inner.min_length
-            )));
+            return Err(PasswordError::TooShort { min: self.inner.min_length });
         }
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(ApiError::InvalidRequest(format!(
-                "the password must be at most {MAX_PASSWORD_BYTES} bytes long"
-            )));
+            return Err(PasswordError::TooLong { max: MAX_PASSWORD_BYTES });
         }
         Ok(())
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self.inner.hashing.acquire().await.map_err(|_| ApiError::Internal)?;
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        let _permit = self.inner.hashing.acquire().await.map_err(|_| PasswordError::Hashing)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || hash_with(&inner.argon2, &password))
             .await
-            .map_err(|_| ApiError::Internal)?
+            .map_err(|_| PasswordError::Hashing)?
             .map_err(|e| {
                 tracing::error!(error = %e, "password hashing failed");
-                ApiError::Internal
+                PasswordError::Hashing
             })
     }
 

@@ -340,8 +340,9 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use http::Method;
+
+    use super::*;
 
     fn route(path: &str, methods: &[&str], policy: Policy, index: usize) -> Route {
         Route {

@@ -23,6 +23,7 @@ use pingora::services::listening::Service;
 use crate::accounts::Accounts;
 use crate::admin::AdminApi;
 use crate::auth::Authenticator;
+use crate::clock::now_unix;
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::endpoints::BuiltIns;
 use crate::header_deadline::HeaderDeadline;
@@ -30,8 +31,7 @@ use crate::limits::{LoginLimiter, SharedLimits};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::startup::{prepare, Prepared, StartupError};
-use crate::store::{RedisStore, SledStore, Store, StoreError};
-use crate::tokens::now_unix;
+use crate::store::{RedisStore, Retention, SledStore, Store, StoreError};
 
 /// Options that come from the command line rather than the config file.
 #[derive(Debug, Default, Clone)]
@@ -202,7 +202,7 @@ impl BackgroundService for Housekeeping {
                 _ = ticker.tick() => {
                     // An entry may go only once its token fails the expiry check
                     // on its own, leeway included.
-                    let cutoff = now_unix().saturating_sub(self.leeway.as_secs());
+                    let cutoff = Retention::new(self.leeway).purge_cutoff(now_unix());
                     match self.store.purge_expired_revocations(cutoff).await {
                         Ok(0) => {}
                         Ok(purged) => tracing::info!(purged, "expired revocations purged"),

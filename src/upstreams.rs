@@ -8,7 +8,7 @@ use std::time::Duration;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
-use pingora::lb::{Backend, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 
 use crate::config::{HealthCheckKind, Selection, UpstreamConfig};
 
@@ -16,16 +16,31 @@ use crate::config::{HealthCheckKind, Selection, UpstreamConfig};
 const MAX_SELECT_ITERATIONS: usize = 256;
 
 pub struct UpstreamPool {
-    balancer: Balancer,
+    balancer: Box<dyn Balance>,
     addresses: Vec<SocketAddr>,
     /// `addresses` as text, made once for metric labels.
     labels: Vec<String>,
 }
 
-enum Balancer {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Random(LoadBalancer<Random>),
-    Consistent(LoadBalancer<Consistent>),
+/// What the pool needs of a load balancer, whatever its selection policy: the
+/// policy is chosen once, in [`UpstreamPool::new`], and nowhere else.
+trait Balance: Send + Sync {
+    fn select_with(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend>;
+    fn backends(&self) -> &Backends;
+}
+
+impl<S> Balance for LoadBalancer<S>
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+{
+    fn select_with(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        LoadBalancer::select_with(self, key, MAX_SELECT_ITERATIONS, accept)
+    }
+
+    fn backends(&self) -> &Backends {
+        LoadBalancer::backends(self)
+    }
 }
 
 fn build<S>(config: &UpstreamConfig) -> Result<LoadBalancer<S>, String>
@@ -61,10 +76,10 @@ where
 
 impl UpstreamPool {
     pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
-        let balancer = match config.selection {
-            Selection::RoundRobin => Balancer::RoundRobin(build(config)?),
-            Selection::Random => Balancer::Random(build(config)?),
-            Selection::Consistent => Balancer::Consistent(build(config)?),
+        let balancer: Box<dyn Balance> = match config.selection {
+            Selection::RoundRobin => Box::new(build::<RoundRobin>(config)?),
+            Selection::Random => Box::new(build::<Random>(config)?),
+            Selection::Consistent => Box::new(build::<Consistent>(config)?),
         };
         let labels = config.addresses.iter().map(SocketAddr::to_string).collect();
         Ok(UpstreamPool { balancer, addresses: config.addresses.clone(), labels })
@@ -74,11 +89,7 @@ impl UpstreamPool {
     /// is one, else any not in `tried` (health checks can lag), else none.
     /// `key` drives consistent hashing (the client address).
     pub fn select(&self, key: &[u8], tried: &[Backend]) -> Option<Backend> {
-        let pick = |accept: &dyn Fn(&Backend, bool) -> bool| match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-        };
+        let pick = |accept: &dyn Fn(&Backend, bool) -> bool| self.balancer.select_with(key, accept);
         pick(&|b, healthy| healthy && !tried.contains(b)).or_else(|| pick(&|b, _| !tried.contains(b)))
     }
 
@@ -98,20 +109,12 @@ impl UpstreamPool {
 
     /// Runs one round of active health checks.
     pub async fn check_health(&self) {
-        match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
-            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
-            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
-        }
+        self.balancer.backends().run_health_check(true).await;
     }
 
     /// Each upstream and whether it currently passes its health check.
     pub fn health(&self) -> Vec<(SocketAddr, bool)> {
-        let backends = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.backends(),
-            Balancer::Random(lb) => lb.backends(),
-            Balancer::Consistent(lb) => lb.backends(),
-        };
+        let backends = self.balancer.backends();
         backends
             .get_backend()
             .iter()

@@ -1,4 +1,4 @@
-//! Fuzzes request-head canonicalisation (src/request.rs): raw head bytes in,
+//! Fuzzes request-head canonicalisation (src/request/): raw head bytes in,
 //! parsed by httparse as pingora parses them, then either a refusal or a
 //! canonical request out. No panic; the canonical request is plain ASCII in
 //! origin form, keeps no header the gateway must set or remove itself, and is

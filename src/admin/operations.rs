@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Accounts, Registration, UserView};
-use crate::endpoints::parse_json;
 use crate::error::ApiError;
+use crate::http_io::parse_json;
 use crate::store::{Store, UserChange, UserId};
 use crate::tokens::TokenService;
 
@@ -284,9 +284,7 @@ impl Operation for Stats {
         (Method::GET, "/admin/stats".to_owned())
     }
     async fn run(&self, operator: &Operator) -> Result<StoreStats, ApiError> {
-        let store = operator.store();
-        let users = store.users().await?.len();
-        let revocations = store.revoked_count().await?;
+        let (users, revocations) = operator.accounts.stats().await?;
         Ok(StoreStats { revocations, users })
     }
 }

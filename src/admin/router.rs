@@ -16,8 +16,8 @@ use super::operations::{Health, Operation, Operator, Readiness, Request};
 use crate::accounts::Accounts;
 use crate::auth::bearer_token;
 use crate::config::Secret;
-use crate::endpoints::Reply;
 use crate::error::ApiError;
+use crate::http_io::{read_body, Reply};
 use crate::metrics::Metrics;
 use crate::proxy::Live;
 use crate::tokens::TokenService;
@@ -122,7 +122,7 @@ impl AdminApi {
         if let Err(e) = self.authorised(&session.req_header().headers) {
             return Reply::error(&e);
         }
-        let body = match crate::proxy::read_body(session, MAX_ADMIN_BODY, ADMIN_BODY_TIMEOUT).await {
+        let body = match read_body(session, MAX_ADMIN_BODY, ADMIN_BODY_TIMEOUT).await {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };

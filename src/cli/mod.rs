@@ -16,7 +16,7 @@ use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, S
 use crate::server::{serve, RunOptions};
 use crate::store::migrate::sled_to_redis;
 use crate::store::{RedisStore, SledStore, StoreError};
-use crate::tokens::keygen::{is_valid_kid, write_key_pair};
+use crate::tokens::keygen::{is_usable_kid, write_key_pair};
 
 /// Prints a line to stdout. Unlike `println!` it doesn't panic when stdout is
 /// a closed pipe (`gatehouse user list | head -1`).
@@ -181,8 +181,8 @@ fn init_logging(format: LogFormat, level: &str) {
 /// `gatehouse keygen`: writes the key pair and says how to configure it.
 fn keygen(algorithm: &str, kid: &str, out: &Path) -> Result<(), String> {
     let algorithm = KeyAlgorithm::parse(algorithm).ok_or("--algorithm must be EdDSA, ES256 or RS256")?;
-    if !is_valid_kid(kid) {
-        return Err("--kid must be letters, digits, `-`, `_` or `.`".into());
+    if !is_usable_kid(kid) {
+        return Err("--kid must be 1 to 64 letters, digits, `-`, `_` or `.`".into());
     }
     let files = write_key_pair(algorithm, kid, out)?;
     let (private, public) = (files.private.display(), files.public.display());

@@ -117,7 +117,7 @@ fn keys(entries: &[Spanned<file::KeyEntry>], base: &Path) -> Result<Vec<KeyConfi
     for entry in entries {
         let key = entry.get_ref();
         let kid = key.kid.get_ref();
-        if kid.is_empty() || kid.len() > 64 || !kid.bytes().all(|b| b.is_ascii_graphic()) {
+        if !crate::tokens::is_valid_kid(kid) {
             return Err(Invalid::at(&key.kid, "a key's kid must be 1 to 64 visible characters"));
         }
         if keys.iter().any(|k| &k.kid == kid) {

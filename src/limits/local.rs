@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::{retry_after, ACCOUNT_WINDOW};
+use super::{retry_after, LimitError, ACCOUNT_WINDOW};
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
 
 /// Accounts tracked at once; beyond it, stale entries are dropped first.
 const MAX_TRACKED_ACCOUNTS: usize = 100_000;
@@ -43,7 +42,7 @@ impl LocalLimits {
     }
 
     /// Counts one attempt from `ip`; refuses it past the per-IP rate.
-    pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let (Some(limiter), Some(ip)) = (&self.per_ip, ip) else {
             return Ok(());
         };
@@ -53,7 +52,7 @@ impl LocalLimits {
     }
 
     /// Refuses a login attempt for `account` from `ip` while it is backed off.
-    pub fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let now = Instant::now();
         let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let Some(state) = accounts.get(account) else {
@@ -136,6 +135,7 @@ impl LocalLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     fn limiter(per_ip: u32, free: u32, per_account: u32) -> LocalLimits {
         LocalLimits::new(&LimitsConfig {
@@ -156,7 +156,9 @@ mod tests {
         for _ in 0..3 {
             l.check_ip(A).unwrap();
         }
-        let Err(ApiError::RateLimited { retry_after }) = l.check_ip(A) else { panic!("not limited") };
+        let Err(ApiError::RateLimited { retry_after }) = l.check_ip(A).map_err(ApiError::from) else {
+            panic!("not limited")
+        };
         assert!((1..=20).contains(&retry_after), "{retry_after}");
         l.check_ip(B).unwrap();
     }
@@ -167,13 +169,16 @@ mod tests {
         l.record_failure("u", A);
         l.check_account("u", A).unwrap();
         l.record_failure("u", A);
-        assert_eq!(l.check_account("u", A), Err(ApiError::RateLimited { retry_after: 1 }));
+        assert_eq!(
+            l.check_account("u", A).map_err(ApiError::from),
+            Err(ApiError::RateLimited { retry_after: 1 })
+        );
         l.check_account("u", B).unwrap();
         for _ in 0..20 {
             l.record_failure("u", A);
         }
         assert_eq!(
-            l.check_account("u", A),
+            l.check_account("u", A).map_err(ApiError::from),
             Err(ApiError::RateLimited { retry_after: 8 }),
             "capped at max_backoff"
         );
@@ -188,7 +193,8 @@ mod tests {
         l.record_failure("u", B);
         l.check_account("u", None).unwrap();
         l.record_failure("u", None);
-        let Err(ApiError::RateLimited { retry_after }) = l.check_account("u", A) else {
+        let Err(ApiError::RateLimited { retry_after }) = l.check_account("u", A).map_err(ApiError::from)
+        else {
             panic!("not limited")
         };
         assert!(retry_after <= 60);

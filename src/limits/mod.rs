@@ -25,11 +25,32 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
+use crate::store::StoreError;
 
 pub use local::LocalLimits;
 #[cfg(feature = "server")]
 pub use shared::SharedLimits;
+
+/// Why an attempt was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Too many attempts: wait this many whole seconds.
+    #[error("too many attempts; try again in {retry_after} seconds")]
+    Limited { retry_after: u64 },
+    /// The shared counts could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LimitError {
+    /// Logs a failure to count, where the refusal is answered: a refusal
+    /// for too many attempts is the limiter working, not a failure.
+    pub fn log(&self) {
+        if let LimitError::Store(e) = self {
+            e.log();
+        }
+    }
+}
 
 /// The one-minute window of the per-account limit.
 const ACCOUNT_WINDOW: Duration = Duration::from_secs(60);
@@ -47,7 +68,7 @@ impl LoginLimiter {
     }
 
     /// Counts one attempt from `ip`; refuses it past the per-IP rate.
-    pub async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), LimitError> {
         match self {
             LoginLimiter::Local(limits) => limits.check_ip(ip),
             #[cfg(feature = "server")]
@@ -56,7 +77,7 @@ impl LoginLimiter {
     }
 
     /// Refuses a login attempt for `account` from `ip` while it is backed off.
-    pub async fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         match self {
             LoginLimiter::Local(limits) => limits.check_account(account, ip),
             #[cfg(feature = "server")]
@@ -64,7 +85,7 @@ impl LoginLimiter {
         }
     }
 
-    pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         match self {
             LoginLimiter::Local(limits) => {
                 limits.record_failure(account, ip);
@@ -75,7 +96,7 @@ impl LoginLimiter {
         }
     }
 
-    pub async fn record_success(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn record_success(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         match self {
             LoginLimiter::Local(limits) => {
                 limits.record_success(account, ip);
@@ -96,7 +117,7 @@ impl LoginLimiter {
     }
 }
 
-/// A 429 with the wait rounded up to whole seconds.
-fn retry_after(wait: Duration) -> ApiError {
-    ApiError::RateLimited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
+/// A refusal with the wait rounded up to whole seconds.
+fn retry_after(wait: Duration) -> LimitError {
+    LimitError::Limited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
 }

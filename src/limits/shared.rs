@@ -12,9 +12,8 @@ use std::time::Duration;
 use redis::Script;
 use sha2::{Digest, Sha256};
 
-use super::{retry_after, ACCOUNT_WINDOW};
+use super::{retry_after, LimitError, ACCOUNT_WINDOW};
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
 use crate::store::{RedisKeys, RedisPool, RedisStore};
 
 /// GCRA: KEYS[1] holds the theoretical arrival time (ms). ARGV[1] is the
@@ -78,7 +77,7 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn refused(wait_ms: u64) -> Result<(), ApiError> {
+fn refused(wait_ms: u64) -> Result<(), LimitError> {
     if wait_ms == 0 {
         Ok(())
     } else {
@@ -112,7 +111,7 @@ impl SharedLimits {
         }
     }
 
-    pub async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let (Some(ip), per_minute) = (ip, self.settings.login_per_ip_per_minute) else {
             return Ok(());
         };
@@ -128,7 +127,7 @@ impl SharedLimits {
         refused(wait)
     }
 
-    pub async fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let account_key = self.account_key(account);
         let wait: u64 = self
             .pool
@@ -142,7 +141,7 @@ impl SharedLimits {
         refused(wait)
     }
 
-    pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let account_key = self.account_key(account);
         let keep_for = self.settings.max_backoff.max(ACCOUNT_WINDOW) * 2;
         let _: u64 = self
@@ -160,7 +159,7 @@ impl SharedLimits {
         Ok(())
     }
 
-    pub async fn record_success(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn record_success(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {
         let account_key = self.account_key(account);
         let _: u64 = self.pool.query(redis::cmd("DEL").arg(self.backoff_key(&account_key, ip))).await?;
         Ok(())

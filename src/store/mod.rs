@@ -13,6 +13,7 @@
 pub mod migrate;
 #[cfg(feature = "server")]
 mod redis_store;
+mod retention;
 mod sled_store;
 mod user_cache;
 
@@ -27,6 +28,7 @@ use crate::identity_text;
 pub(crate) use redis_store::{pool::Pool as RedisPool, Keys as RedisKeys};
 #[cfg(feature = "server")]
 pub use redis_store::{ImportClaims, RedisStore};
+pub use retention::Retention;
 pub use sled_store::SledStore;
 
 pub type UserId = u64;
@@ -113,6 +115,18 @@ pub enum StoreError {
     Unavailable(String),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Logs a failure that refuses a request, where it is handled. An outage
+    /// is logged once where it is noticed (the Redis subscriber), not once
+    /// per refused request: here it is only a debug line.
+    pub fn log(&self) {
+        match self {
+            StoreError::Unavailable(_) => tracing::debug!(error = %self, "store unavailable"),
+            _ => tracing::error!(error = %self, "store operation failed"),
+        }
+    }
 }
 
 #[async_trait]

@@ -27,6 +27,7 @@ use super::{
     EmailLookup, Identifiers, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
     UserChange, UserId,
 };
+use crate::clock::now_unix;
 
 /// The `meta` key for the version of the `emails`/`usernames` indexes.
 const INDEX_VERSION_KEY: &[u8] = b"index_version";
@@ -198,10 +199,6 @@ impl SledStore {
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[async_trait]

@@ -55,6 +55,8 @@ impl UserCache {
         self.users.remove(&id);
     }
 
+    // Only the Redis store (the `server` feature) resyncs a whole cache.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn forget_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.users.clear();

@@ -23,10 +23,12 @@ pub struct KeyFiles {
     pub public: PathBuf,
 }
 
-/// Whether `kid` can name a key: letters, digits, `-`, `_` or `.`, so it is
-/// safe both in a file name and in a token header.
-pub fn is_valid_kid(kid: &str) -> bool {
-    !kid.is_empty() && kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// Whether keygen can use `kid`: a valid key id ([`super::is_valid_kid`], the
+/// one rule the config applies too) that is also safe as the start of a file
+/// name, since the files are named after it: letters, digits, `-`, `_` or `.`.
+pub fn is_usable_kid(kid: &str) -> bool {
+    super::is_valid_kid(kid)
+        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Generates a key pair and writes it to `out` (created if missing) as

@@ -8,9 +8,8 @@
 
 pub mod keygen;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use std::collections::HashMap;
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
@@ -18,8 +17,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_unix;
 use crate::config::{KeyAlgorithm, Secret, TokenConfig};
-use crate::error::ApiError;
 use crate::store::User;
 
 /// Longest token accepted before any parsing: bounds the work an attacker can cause.
@@ -30,6 +29,25 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 pub enum TokenKind {
     Access,
     Refresh,
+}
+
+/// Why a token was not accepted or not made. [`crate::error`] says what the
+/// client is told for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed, has a bad signature, or was not issued by this gateway")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("a refresh token was sent where an access token is needed")]
+    AccessRequired,
+    #[error("an access token was sent where a refresh token is needed")]
+    RefreshRequired,
+    /// Signing failed (logged where it happened): the gateway's fault.
+    #[error("signing failed")]
+    Signing,
 }
 
 /// The claims of every token Gatehouse issues.
@@ -57,8 +75,8 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn user_id(&self) -> Result<u64, ApiError> {
-        self.sub.parse().map_err(|_| ApiError::InvalidToken)
+    pub fn user_id(&self) -> Result<u64, TokenError> {
+        self.sub.parse().map_err(|_| TokenError::Invalid)
     }
 }
 
@@ -181,10 +199,10 @@ impl TokenService {
     }
 
     /// Signs an identity assertion with the active signing key.
-    pub fn sign_assertion(&self, assertion: &Assertion) -> Result<String, ApiError> {
+    pub fn sign_assertion(&self, assertion: &Assertion) -> Result<String, TokenError> {
         jsonwebtoken::encode(&self.header, assertion, &self.encoding).map_err(|e| {
             tracing::error!(error = %e, "signing an assertion failed");
-            ApiError::Internal
+            TokenError::Signing
         })
     }
 
@@ -211,19 +229,25 @@ impl TokenService {
 
     /// The checks that depend on time or on the expected type, for claims
     /// whose signature was verified earlier (the verified-token cache).
-    pub fn check_cached(&self, claims: &Claims, expected: TokenKind) -> Result<(), ApiError> {
+    pub fn check_cached(&self, claims: &Claims, expected: TokenKind) -> Result<(), TokenError> {
         let now = now_unix();
         let leeway = self.validation.leeway;
         if claims.exp < now.saturating_sub(leeway) {
-            return Err(ApiError::TokenExpired);
+            return Err(TokenError::Expired);
         }
         if claims.nbf > now + leeway {
-            return Err(ApiError::TokenNotYetValid);
+            return Err(TokenError::NotYetValid);
         }
         check_kind(expected, claims.kind)
     }
 
-    pub fn issue(&self, user: &User, kind: TokenKind, fresh: bool, family: &str) -> Result<Issued, ApiError> {
+    pub fn issue(
+        &self,
+        user: &User,
+        kind: TokenKind,
+        fresh: bool,
+        family: &str,
+    ) -> Result<Issued, TokenError> {
         let now = now_unix();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -245,37 +269,37 @@ impl TokenService {
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding).map_err(|e| {
             tracing::error!(error = %e, "signing a token failed");
-            ApiError::Internal
+            TokenError::Signing
         })?;
         Ok(Issued { token, claims })
     }
 
     /// Checks signature, algorithm, time and audience claims, and the token type.
-    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, ApiError> {
+    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(ApiError::InvalidToken);
+            return Err(TokenError::Invalid);
         }
         // The key comes from the `kid`, and the algorithm from the key: a token
         // whose `alg` doesn't match its key's type is refused (no key confusion).
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         // `crit` names header extensions the verifier must understand (RFC 7515
         // section 4.1.11); Gatehouse understands none, so such a token is refused.
         if header.crit.is_some() {
-            return Err(ApiError::InvalidToken);
+            return Err(TokenError::Invalid);
         }
         let (key, validation) = match &header.kid {
             Some(kid) => {
-                self.keys.get(kid).map(|(key, validation)| (key, validation)).ok_or(ApiError::InvalidToken)?
+                self.keys.get(kid).map(|(key, validation)| (key, validation)).ok_or(TokenError::Invalid)?
             }
-            None => (self.hmac.as_ref().ok_or(ApiError::InvalidToken)?, &self.validation),
+            None => (self.hmac.as_ref().ok_or(TokenError::Invalid)?, &self.validation),
         };
         if !validation.algorithms.contains(&header.alg) {
-            return Err(ApiError::InvalidToken);
+            return Err(TokenError::Invalid);
         }
         let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-            ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
-            _ => ApiError::InvalidToken,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            _ => TokenError::Invalid,
         })?;
         check_kind(expected, data.claims.kind)?;
         Ok(data.claims)
@@ -283,10 +307,10 @@ impl TokenService {
 }
 
 /// A refresh token can't stand in for an access token, nor the reverse.
-fn check_kind(expected: TokenKind, actual: TokenKind) -> Result<(), ApiError> {
+fn check_kind(expected: TokenKind, actual: TokenKind) -> Result<(), TokenError> {
     match (expected, actual) {
-        (TokenKind::Access, TokenKind::Refresh) => Err(ApiError::AccessTokenRequired),
-        (TokenKind::Refresh, TokenKind::Access) => Err(ApiError::RefreshTokenRequired),
+        (TokenKind::Access, TokenKind::Refresh) => Err(TokenError::AccessRequired),
+        (TokenKind::Refresh, TokenKind::Access) => Err(TokenError::RefreshRequired),
         _ => Ok(()),
     }
 }
@@ -303,8 +327,10 @@ fn validation(config: &TokenConfig, algorithm: Algorithm) -> Validation {
     validation
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// The rule for a key id (`kid`): 1 to 64 visible ASCII characters, asked by
+/// the config's `[[tokens.keys]]` and by key generation.
+pub fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A new login-session (refresh family) id.
@@ -321,6 +347,7 @@ fn new_token_id() -> String {
 mod tests {
     use super::*;
     use crate::config::SecretSource;
+    use crate::error::ApiError;
 
     fn service_with(secret: &str, ttl: Duration) -> TokenService {
         let dir = tempfile::tempdir().unwrap();
@@ -373,9 +400,15 @@ mod tests {
         let svc = service_with(SECRET, Duration::from_secs(60));
         let refresh = svc.issue(&user(), TokenKind::Refresh, true, "f").unwrap();
         assert!(!refresh.claims.fresh, "refresh tokens are never fresh");
-        assert_eq!(svc.verify(&refresh.token, TokenKind::Access), Err(ApiError::AccessTokenRequired));
+        assert_eq!(
+            svc.verify(&refresh.token, TokenKind::Access).map_err(ApiError::from),
+            Err(ApiError::AccessTokenRequired)
+        );
         let access = svc.issue(&user(), TokenKind::Access, false, "f").unwrap();
-        assert_eq!(svc.verify(&access.token, TokenKind::Refresh), Err(ApiError::RefreshTokenRequired));
+        assert_eq!(
+            svc.verify(&access.token, TokenKind::Refresh).map_err(ApiError::from),
+            Err(ApiError::RefreshTokenRequired)
+        );
     }
 
     #[test]
@@ -383,15 +416,24 @@ mod tests {
         let svc = service_with(SECRET, Duration::from_secs(60));
         let other = service_with("another-secret-another-secret-another", Duration::from_secs(60));
         let token = other.issue(&user(), TokenKind::Access, true, "f").unwrap().token;
-        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::InvalidToken));
+        assert_eq!(
+            svc.verify(&token, TokenKind::Access).map_err(ApiError::from),
+            Err(ApiError::InvalidToken)
+        );
         let good = svc.issue(&user(), TokenKind::Access, false, "f").unwrap().token;
         let mut parts: Vec<&str> = good.split('.').collect();
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"7","fresh":true}"#);
         parts[1] = &forged;
-        assert_eq!(svc.verify(&parts.join("."), TokenKind::Access), Err(ApiError::InvalidToken));
-        assert_eq!(svc.verify("not a token", TokenKind::Access), Err(ApiError::InvalidToken));
         assert_eq!(
-            svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access),
+            svc.verify(&parts.join("."), TokenKind::Access).map_err(ApiError::from),
+            Err(ApiError::InvalidToken)
+        );
+        assert_eq!(
+            svc.verify("not a token", TokenKind::Access).map_err(ApiError::from),
+            Err(ApiError::InvalidToken)
+        );
+        assert_eq!(
+            svc.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), TokenKind::Access).map_err(ApiError::from),
             Err(ApiError::InvalidToken)
         );
     }
@@ -402,6 +444,9 @@ mod tests {
         let mut claims = svc.issue(&user(), TokenKind::Access, true, "f").unwrap().claims;
         claims.exp = now_unix() - 10;
         let token = jsonwebtoken::encode(&svc.header, &claims, &svc.encoding).unwrap();
-        assert_eq!(svc.verify(&token, TokenKind::Access), Err(ApiError::TokenExpired));
+        assert_eq!(
+            svc.verify(&token, TokenKind::Access).map_err(ApiError::from),
+            Err(ApiError::TokenExpired)
+        );
     }
 }

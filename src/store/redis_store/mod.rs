@@ -57,176 +57,35 @@
 //! what this gateway last knew.
 
 mod indexes;
+mod keys;
 mod mirror;
 pub(crate) mod pool;
+mod records;
+mod scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 
 use self::indexes::{Indexes, INDEX_VERSION};
 use self::mirror::{parse_stored_value, stored_value, Event, Mirror};
 use self::pool::Pool;
+use self::records::{fetch_user, user_from_fields};
+use self::scripts::Scripts;
 use super::{
-    EmailLookup, Identifiers, Revocation, RevocationEntry, RevocationKind, Store, StoreError, User,
-    UserChange, UserId,
+    EmailLookup, Identifiers, Retention, Revocation, RevocationEntry, RevocationKind, Store, StoreError,
+    User, UserChange, UserId,
 };
+use crate::clock::now_unix;
 use crate::config::{RedisConfig, WhenUnreachable};
-use crate::tokens::now_unix;
 
-/// Key names under the configured prefix.
-pub(crate) struct Keys {
-    prefix: String,
-    channel: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Keys {
-        Keys { prefix: prefix.to_owned(), channel: format!("{prefix}events") }
-    }
-    fn user(&self, id: UserId) -> String {
-        format!("{}user:{id}", self.prefix)
-    }
-    fn user_prefix(&self) -> String {
-        format!("{}user:", self.prefix)
-    }
-    fn email(&self, email: &str) -> String {
-        format!("{}email:{email}", self.prefix)
-    }
-    fn email_prefix(&self) -> String {
-        format!("{}email:", self.prefix)
-    }
-    fn username(&self, key: &str) -> String {
-        format!("{}username:{key}", self.prefix)
-    }
-    fn username_prefix(&self) -> String {
-        format!("{}username:", self.prefix)
-    }
-    fn index_version(&self) -> String {
-        format!("{}index_version", self.prefix)
-    }
-    fn user_ids(&self) -> String {
-        format!("{}users", self.prefix)
-    }
-    fn last_user_id(&self) -> String {
-        format!("{}last_user_id", self.prefix)
-    }
-    fn token(&self, jti: &str) -> String {
-        format!("{}revoked:{jti}", self.prefix)
-    }
-    fn family(&self, id: &str) -> String {
-        format!("{}family:{id}", self.prefix)
-    }
-    fn token_pattern(&self) -> String {
-        format!("{}revoked:*", self.prefix)
-    }
-    fn family_pattern(&self) -> String {
-        format!("{}family:*", self.prefix)
-    }
-    /// A login-limit key.
-    pub(crate) fn limit(&self, rest: &str) -> String {
-        format!("{}limit:{rest}", self.prefix)
-    }
-}
+pub(crate) use self::keys::Keys;
 
 /// How long a registration waits for the indexes to be brought up to date
 /// before it is refused (see the module documentation).
 const INDEX_WAIT: Duration = Duration::from_secs(3);
-
-/// Creates a user unless the email (0) or the username (-2) is taken; -1 if
-/// the indexes are older than ARGV[9] (index them, then try again). Returns
-/// the new id.
-const CREATE_USER: &str = r"
-if tonumber(redis.call('GET', KEYS[5]) or '0') < tonumber(ARGV[9]) then return -1 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
-local id = redis.call('INCR', KEYS[2])
-redis.call('HSET', ARGV[1] .. id, 'id', id, 'email', ARGV[2], 'username', ARGV[3],
-  'password_hash', ARGV[4], 'is_admin', ARGV[5], 'blocked', 0, 'created_at', ARGV[6], 'token_version', 0,
-  'email_key', ARGV[7], 'username_key', ARGV[8])
-redis.call('SET', KEYS[1], id)
-redis.call('SET', KEYS[4], id)
-redis.call('SADD', KEYS[3], id)
-return id
-";
-
-/// Writes a whole user record with its id (migrations). With ARGV[14] /
-/// ARGV[15] = '1' it claims the email / username index entry: 0 if the email
-/// belongs to another id, 2 if the username does. Index entries of this id's
-/// previous record that no longer apply are removed.
-const IMPORT_USER: &str = r"
-if ARGV[14] == '1' then
-  local owner = redis.call('GET', KEYS[2])
-  if owner and owner ~= ARGV[1] then return 0 end
-end
-if ARGV[15] == '1' then
-  local owner = redis.call('GET', KEYS[5])
-  if owner and owner ~= ARGV[1] then return 2 end
-end
-local old = redis.call('HMGET', KEYS[1], 'email', 'email_key', 'username_key')
-local old_email_key = old[2] or old[1]
-if old_email_key and old_email_key ~= ARGV[11] and redis.call('GET', ARGV[10] .. old_email_key) == ARGV[1] then
-  redis.call('DEL', ARGV[10] .. old_email_key)
-end
-if old[3] and old[3] ~= ARGV[13] and redis.call('GET', ARGV[12] .. old[3]) == ARGV[1] then
-  redis.call('DEL', ARGV[12] .. old[3])
-end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'email', ARGV[2], 'username', ARGV[3], 'password_hash', ARGV[4],
-  'is_admin', ARGV[5], 'blocked', ARGV[6], 'created_at', ARGV[7], 'token_version', ARGV[8],
-  'email_key', ARGV[11], 'username_key', ARGV[13])
-if ARGV[14] == '1' then redis.call('SET', KEYS[2], ARGV[1]) end
-if ARGV[15] == '1' then redis.call('SET', KEYS[5], ARGV[1]) end
-redis.call('SADD', KEYS[3], ARGV[1])
-if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[4], ARGV[1]) end
-redis.call('PUBLISH', ARGV[9], 'u ' .. ARGV[1])
-return 1
-";
-
-/// Applies a [`UserChange`]; returns the new record, or nil if there is no such user.
-const CHANGE_USER: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if ARGV[1] == 'admin' then
-  redis.call('HSET', KEYS[1], 'is_admin', ARGV[2])
-elseif ARGV[1] == 'blocked' then
-  if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'blocked') ~= '1' then
-    redis.call('HINCRBY', KEYS[1], 'token_version', 1)
-  end
-  redis.call('HSET', KEYS[1], 'blocked', ARGV[2])
-else
-  redis.call('HINCRBY', KEYS[1], 'token_version', 1)
-end
-redis.call('PUBLISH', ARGV[3], 'u ' .. ARGV[4])
-return redis.call('HGETALL', KEYS[1])
-";
-
-/// Deletes a user and its index entries (those that point to it: records
-/// from before `email_key` was kept are indexed by their email); 1 if it existed.
-const DELETE_USER: &str = r"
-local fields = redis.call('HMGET', KEYS[1], 'email', 'email_key', 'username_key')
-if not fields[1] then return 0 end
-local email_key = fields[2] or fields[1]
-redis.call('DEL', KEYS[1])
-if redis.call('GET', ARGV[1] .. email_key) == ARGV[3] then redis.call('DEL', ARGV[1] .. email_key) end
-if fields[3] and redis.call('GET', ARGV[4] .. fields[3]) == ARGV[3] then redis.call('DEL', ARGV[4] .. fields[3]) end
-redis.call('SREM', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[2], 'u ' .. ARGV[3])
-return 1
-";
-
-/// Stores a revocation entry until a unix time and announces it. With
-/// ARGV[5] = '1' only if the key is new (retiring a refresh token): 0 if not.
-const REVOKE: &str = r"
-if ARGV[5] == '1' then
-  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2]) then return 0 end
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-";
 
 /// Which index entries [`RedisStore::import_user`] takes for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +99,8 @@ pub struct RedisStore {
     mirror: Arc<Mirror>,
     keys: Arc<Keys>,
     when_unreachable: WhenUnreachable,
-    /// How long past a token's expiry its revocation is kept: the verification leeway.
-    grace: u64,
+    /// How long past a token's expiry its revocation is kept.
+    retention: Retention,
     scripts: Scripts,
     indexes: Arc<Indexes>,
     /// Whether a task keeps the indexes current (a gateway's store), or
@@ -249,14 +108,6 @@ pub struct RedisStore {
     indexes_in_background: bool,
     /// Runs the connection drivers and the subscriber. `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
-}
-
-struct Scripts {
-    create_user: Script,
-    import_user: Script,
-    change_user: Script,
-    delete_user: Script,
-    revoke: Script,
 }
 
 impl RedisStore {
@@ -318,14 +169,8 @@ impl RedisStore {
             mirror,
             keys,
             when_unreachable: config.when_unreachable,
-            grace: grace.as_secs(),
-            scripts: Scripts {
-                create_user: Script::new(CREATE_USER),
-                import_user: Script::new(IMPORT_USER),
-                change_user: Script::new(CHANGE_USER),
-                delete_user: Script::new(DELETE_USER),
-                revoke: Script::new(REVOKE),
-            },
+            retention: Retention::new(grace),
+            scripts: Scripts::new(),
             indexes,
             indexes_in_background,
             runtime: Some(runtime),
@@ -415,7 +260,7 @@ impl RedisStore {
     /// Whether a token that expires at `expires_at` is past its leeway, so
     /// revoking it would change nothing.
     fn outlived(&self, expires_at: u64) -> bool {
-        expires_at.saturating_add(self.grace) <= now_unix()
+        self.retention.outlived(expires_at, now_unix())
     }
 
     /// The answer when Redis can't be asked: an error, or with `fail_open`
@@ -438,7 +283,7 @@ impl RedisStore {
             // The token is dead by its own expiry; there is nothing to keep.
             return Ok(true);
         }
-        let keep_until = entry.expires_at.saturating_add(self.grace);
+        let keep_until = self.retention.keep_until(entry.expires_at);
         let key = match entry.kind {
             RevocationKind::Token(_) => self.keys.token(&entry.id),
             RevocationKind::Family => self.keys.family(&entry.id),
@@ -473,35 +318,6 @@ impl Drop for RedisStore {
             runtime.shutdown_background();
         }
     }
-}
-
-async fn fetch_user(pool: &Pool, keys: &Keys, id: UserId) -> Result<Option<User>, StoreError> {
-    let fields: HashMap<String, String> = pool.query(redis::cmd("HGETALL").arg(keys.user(id))).await?;
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    user_from_fields(&fields).map(Some)
-}
-
-fn user_from_fields(fields: &HashMap<String, String>) -> Result<User, StoreError> {
-    let text = |name: &str| {
-        fields.get(name).cloned().ok_or_else(|| StoreError::Corrupt(format!("user record without `{name}`")))
-    };
-    let number = |name: &str| {
-        text(name)?
-            .parse::<u64>()
-            .map_err(|_| StoreError::Corrupt(format!("user record `{name}` is not a number")))
-    };
-    Ok(User {
-        id: number("id")?,
-        email: text("email")?,
-        username: text("username")?,
-        password_hash: text("password_hash")?,
-        is_admin: number("is_admin")? == 1,
-        blocked: number("blocked")? == 1,
-        created_at: number("created_at")?,
-        token_version: number("token_version")?,
-    })
 }
 
 #[async_trait]

@@ -1,0 +1,146 @@
+//! The gateway's own HTTP exchanges, shared by the built-in endpoints, the
+//! proxy and the admin API: a request body read within a size and time bound,
+//! a JSON body parsed with one error vocabulary, and a complete JSON answer.
+//! They live apart from all three so none has to import another for them.
+
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorCode};
+
+#[cfg(feature = "server")]
+pub(crate) use io::{declared_length, read_body, write_reply};
+
+/// The header that carries a request's id to the upstream and back to the client.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A complete JSON response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// The error code of a refusal, for the access log.
+    pub error_code: Option<ErrorCode>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply { status, body, headers: Vec::new(), error_code: None },
+            Err(_) => Reply::error(&ApiError::Internal),
+        }
+    }
+
+    pub fn error(error: &ApiError) -> Reply {
+        let mut headers = Vec::new();
+        if let Some(challenge) = error.www_authenticate() {
+            headers.push((http::header::WWW_AUTHENTICATE, challenge));
+        }
+        if let Some(seconds) = error.retry_after() {
+            headers.push((http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        Reply { status: error.status(), body: error.body(), headers, error_code: Some(error.kind()) }
+    }
+
+    pub fn from_result<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> Reply {
+        match result {
+            Ok(value) => Reply::json(status, &value),
+            Err(e) => Reply::error(&e),
+        }
+    }
+}
+
+/// Parses a JSON body, telling syntax errors apart from wrong or missing fields.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
+        _ => ApiError::InvalidJson(e.to_string()),
+    })
+}
+
+#[cfg(feature = "server")]
+mod io {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+    use pingora::http::{RequestHeader, ResponseHeader};
+    use pingora::protocols::http::ServerSession;
+    use pingora::proxy::Session;
+    use pingora::Result;
+
+    use super::{Reply, REQUEST_ID};
+    use crate::error::ApiError;
+
+    /// Reads a request body for the gateway's own endpoints (built-in and admin),
+    /// refusing more than `limit` bytes or a body that takes longer than `deadline`
+    /// in all. A refused body is read on and thrown away (up to a bound, within
+    /// the deadline) so the client gets the answer rather than a connection reset
+    /// (RFC 9112 section 9.6); the caller closes the connection after answering.
+    pub(crate) async fn read_body(
+        session: &mut ServerSession,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, ApiError> {
+        let until = tokio::time::Instant::now() + deadline;
+        if declared_length(session.req_header()).is_some_and(|len| len > limit) {
+            discard_body(session, until).await;
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout_at(until, session.read_request_body()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => return Ok(body),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "reading a request body failed");
+                    return Err(ApiError::InvalidRequest("the request body could not be read".into()));
+                }
+                Err(_) => return Err(ApiError::RequestTimeout),
+            };
+            if body.len() + chunk.len() > limit {
+                discard_body(session, until).await;
+                return Err(ApiError::BodyTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The body length the request declares, if it declares one.
+    pub(crate) fn declared_length(request: &RequestHeader) -> Option<usize> {
+        request.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    }
+
+    /// Reads and drops what is left of a refused body: at most this many bytes,
+    /// and only until `until`.
+    async fn discard_body(session: &mut ServerSession, until: tokio::time::Instant) {
+        const MOST: usize = 1024 * 1024;
+        let mut discarded = 0;
+        while discarded < MOST {
+            match tokio::time::timeout_at(until, session.read_request_body()).await {
+                Ok(Ok(Some(chunk))) => discarded += chunk.len(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Writes a complete JSON response, keeping the connection reusable.
+    pub(crate) async fn write_reply(session: &mut Session, reply: &Reply, request_id: &str) -> Result<()> {
+        let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_LENGTH, reply.body.len().to_string())?;
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        header.insert_header(REQUEST_ID, request_id)?;
+        for (name, value) in &reply.headers {
+            header.insert_header(name.clone(), value.as_str())?;
+        }
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true).await
+    }
+}

@@ -1,0 +1,141 @@
+//! Turning what pingora parsed into the canonical request ([`crate::request`])
+//! before anything judges it, and screening a form body for a method override
+//! before anything goes upstream.
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::{Gateway, Live};
+use crate::error::ApiError;
+use crate::http_io::{declared_length, REQUEST_ID};
+use crate::request::{self, HeaderRules, MethodOverride, Target};
+
+impl Gateway {
+    /// Replaces the parsed request with its canonical form (see
+    /// [`crate::request`]), or says why it has none. Everything after this
+    /// reads only the canonical request. Returns the target and whether the
+    /// client asked for a WebSocket upgrade (whose headers are removed here and
+    /// put back only if the matched route allows it).
+    pub(super) fn canonicalise(
+        &self,
+        live: &Live,
+        request: &mut RequestHeader,
+        trusted_peer: bool,
+    ) -> Result<(Target, bool), ApiError> {
+        let header_bytes: usize = request.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if header_bytes > self.limits.max_header_bytes {
+            return Err(ApiError::HeadersTooLarge { limit: self.limits.max_header_bytes });
+        }
+        request::canonical_method(&request.method)?;
+        let target = request::canonical_target(request.raw_path(), self.requests.method_override)?;
+        let rules = HeaderRules {
+            identity_prefix: &live.upstream_settings.identity_prefix,
+            underscores: self.requests.underscore_headers,
+            trusted_peer,
+        };
+        let plan = request::inspect_headers(&request.method, request.version, &request.headers, rules)
+            .map_err(ApiError::InvalidHeader)?;
+        // The parsed request becomes the canonical one; when the client already
+        // sent that, pingora's copy of the target is left as it is.
+        let origin = target.to_origin_form();
+        if origin.as_bytes() != request.raw_path() {
+            let uri =
+                origin.parse().map_err(|_| ApiError::InvalidPath(crate::path::PathError::NotOriginForm))?;
+            request.set_uri(uri);
+        }
+        for name in &plan.remove {
+            request.remove_header(name);
+        }
+        if let Some(length) = plan.content_length {
+            let mut buf = itoa::Buffer::new();
+            request.insert_header(CONTENT_LENGTH, buf.format(length)).map_err(|_| ApiError::Internal)?;
+        }
+        Ok((target, plan.websocket))
+    }
+
+    /// Where `_method` overrides are refused, looks for a `_method` field in
+    /// a form body before anything goes
+    /// upstream, where it could matter: on a path whose routes judge some
+    /// methods differently from others. There the body is read whole and
+    /// checked first (pingora then forwards its buffered copy), so a refused
+    /// request never reaches the upstream at all. That buffer holds 64 KiB, so
+    /// a longer form body there is 413 and one of unknown length (chunked) 411.
+    /// Paths where every method is judged alike (uploads under one policy,
+    /// say) take form bodies of any size unread: no override changes their
+    /// judgement.
+    pub(super) async fn screen_form_body(
+        &self,
+        session: &mut Session,
+        live: &Live,
+        path: &str,
+    ) -> Result<(), ApiError> {
+        /// pingora's retry buffer (`BODY_BUF_LIMIT`): what it can replay upstream.
+        const BUFFERED: usize = 64 * 1024;
+        if self.requests.method_override != MethodOverride::Refuse {
+            return Ok(());
+        }
+        let scanner = session
+            .req_header()
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| request::FormOverrideScanner::for_content_type(v.as_bytes()));
+        let Some(mut scanner) = scanner else { return Ok(()) };
+        if live.routes.judged_alike_for_every_method(path) {
+            return Ok(());
+        }
+        let chunked = session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING);
+        match declared_length(session.req_header()) {
+            // Neither a length nor chunks: an empty body, nothing to check.
+            None if !chunked => return Ok(()),
+            None => return Err(ApiError::LengthRequired),
+            Some(length) if length > BUFFERED => return Err(ApiError::BodyTooLarge { limit: BUFFERED }),
+            Some(_) => {}
+        }
+        session.enable_retry_buffering();
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            // pingora never sends it by itself; without it the client waits.
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| ApiError::InvalidRequest("the client went away".into()))?;
+        }
+        let until = tokio::time::Instant::now() + self.builtins.body_timeout();
+        loop {
+            match tokio::time::timeout_at(until, session.read_request_body()).await {
+                Ok(Ok(Some(chunk))) if scanner.found_in(&chunk) => break,
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) if scanner.found_at_end() => break,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(_)) => {
+                    return Err(ApiError::InvalidRequest("the request body could not be read".into()))
+                }
+                Err(_) => return Err(ApiError::RequestTimeout),
+            }
+        }
+        session.set_keepalive(None);
+        Err(ApiError::MethodOverrideRefused)
+    }
+}
+
+/// Keeps a sane client `X-Request-Id` (1 to 128 of `A-Z a-z 0-9 - _ . :`),
+/// else makes a new one (128 random bits, hex).
+pub(super) fn request_id(request: &RequestHeader) -> String {
+    let valid = |v: &&HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    let mut values = request.headers.get_all(REQUEST_ID).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if valid(&v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
+}

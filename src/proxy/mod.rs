@@ -1,0 +1,392 @@
+//! The pingora proxy: answers the built-in endpoints, applies route policy to
+//! everything else, and forwards allowed requests with identity headers.
+//!
+//! Phases (pingora `ProxyHttp`): `request_filter` decides and may answer
+//! (returning `Ok(true)` once a response is written); `upstream_peer` picks an
+//! upstream; `upstream_request_filter` strips every client-sent identity header
+//! before injecting ours, so the upstream can trust them; `logging` writes the
+//! access log line and counts the request, for every request.
+//!
+//! Routes and upstreams live in a [`Live`] snapshot swapped atomically on
+//! reload: a request takes the snapshot once and uses it in every phase.
+
+mod canonical;
+mod ctx;
+mod forward;
+mod tunnel;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::auth::Authenticator;
+use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
+use crate::endpoints::{BuiltIns, Endpoint};
+use crate::error::{ApiError, ErrorCode};
+use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::policy::RouteTable;
+use crate::upstreams::UpstreamPool;
+
+pub use ctx::{Outcome, PolicyLabel, RequestCtx};
+pub use forward::rewrite_upstream_headers;
+
+/// Identity header names, without the configured prefix.
+const IDENTITY_FIELDS: [&str; 6] = ["user-id", "username", "email", "admin", "fresh", "token-id"];
+
+/// What a reload replaces: routes, policies and upstreams.
+pub struct Live {
+    pub routes: RouteTable,
+    /// The upstream servers, their balancing and health.
+    pub upstreams: UpstreamPool,
+    /// `[upstream]`: identity headers, timeouts, the assertion, WebSockets.
+    pub upstream_settings: UpstreamConfig,
+    /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], built once.
+    identity_headers: [http::HeaderName; 6],
+    /// `{prefix}assertion`.
+    assertion_header: http::HeaderName,
+}
+
+impl Live {
+    pub fn new(routes: RouteTable, upstream: UpstreamConfig) -> Result<Self, String> {
+        let upstreams = UpstreamPool::new(&upstream)?;
+        let mut identity_headers = Vec::with_capacity(IDENTITY_FIELDS.len());
+        for field in IDENTITY_FIELDS {
+            let name = format!("{}{field}", upstream.identity_prefix);
+            identity_headers.push(http::HeaderName::try_from(name).map_err(|e| e.to_string())?);
+        }
+        let identity_headers = identity_headers.try_into().map_err(|_| "identity header names".to_owned())?;
+        let assertion_header = http::HeaderName::try_from(format!("{}assertion", upstream.identity_prefix))
+            .map_err(|e| e.to_string())?;
+        Ok(Live { routes, upstreams, upstream_settings: upstream, identity_headers, assertion_header })
+    }
+}
+
+pub struct Gateway {
+    live: Arc<ArcSwap<Live>>,
+    auth: Arc<Authenticator>,
+    builtins: BuiltIns,
+    limits: LimitsConfig,
+    requests: RequestRules,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    pub fn new(
+        live: Arc<ArcSwap<Live>>,
+        auth: Arc<Authenticator>,
+        builtins: BuiltIns,
+        limits: LimitsConfig,
+        requests: RequestRules,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Gateway { live, auth, builtins, limits, requests, metrics }
+    }
+
+    /// Slow or idle clients may not hold a connection for long.
+    fn bound_connection(&self, session: &mut Session) {
+        session.set_read_timeout(Some(self.limits.client_read_timeout));
+        // Only shorten keep-alive: where pingora turned it off (`Connection:
+        // close`, HTTP/1.0, `Transfer-Encoding` beside `Content-Length`), it stays off.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.client_idle_timeout.as_secs().max(1)));
+        }
+    }
+
+    /// Who the client is, from the peer and, behind trusted proxies only,
+    /// X-Forwarded-For: read before canonicalising removes that header.
+    /// Returns whether the peer itself is a trusted proxy.
+    fn identify_client(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let trusted_peer = peer.is_some_and(|ip| self.requests.trusted_proxies.contains(ip));
+        ctx.client = peer.map(|ip| {
+            let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+            // A line that isn't text ends the chain like an entry that isn't an address.
+            self.requests.trusted_proxies.client(ip, forwarded.iter().map(|v| v.to_str().unwrap_or("?")))
+        });
+        trusted_peer
+    }
+
+    /// Reads the body of a request to a built-in endpoint and writes its answer.
+    async fn answer_builtin(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<bool> {
+        ctx.route = Cow::Borrowed(endpoint.label());
+        ctx.policy = PolicyLabel::Builtin;
+        ctx.outcome = Outcome::Builtin;
+        let method = session.req_header().method.clone();
+        let client = ctx.client.as_ref().map(|c| c.client);
+        let reply = match read_body(session, self.builtins.max_body_bytes(), self.builtins.body_timeout())
+            .await
+        {
+            Ok(body) => {
+                self.builtins.handle(endpoint, &method, &session.req_header().headers, &body, client).await
+            }
+            Err(e) => Reply::error(&e),
+        };
+        if reply.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body was left unread: this connection can't carry another request.
+            session.set_keepalive(None);
+        }
+        ctx.refusal = reply.error_code;
+        write_reply(session, &reply, &ctx.request_id).await?;
+        Ok(true)
+    }
+
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ApiError) -> Result<bool> {
+        ctx.outcome = Outcome::Refused;
+        ctx.refusal = Some(error.kind());
+        write_reply(session, &Reply::error(error), &ctx.request_id).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        self.bound_connection(session);
+        ctx.request_id = canonical::request_id(session.req_header());
+        let trusted_peer = self.identify_client(session, ctx);
+        let live = self.live.load_full();
+        let (target, websocket_asked) = match self.canonicalise(&live, session.req_header_mut(), trusted_peer)
+        {
+            Ok(canonical) => canonical,
+            Err(e) => {
+                // What follows on this connection can't be framed with confidence.
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, &e).await;
+            }
+        };
+        if let Some(endpoint) = self.builtins.route(&target.path) {
+            // Boxed: the built-in endpoints' futures nest deep enough to
+            // overflow the compiler's layout query depth inline.
+            return Box::pin(self.answer_builtin(session, ctx, endpoint)).await;
+        }
+
+        let method = session.req_header().method.clone();
+        let matched = live.routes.lookup(&method, &target.path);
+        ctx.route = Cow::Owned(matched.route_label().to_owned());
+        ctx.policy = PolicyLabel::Route(matched.rule.policy);
+        let decided = Instant::now();
+        let decision = self.auth.decide(&session.req_header().headers, matched.rule).await;
+        self.metrics
+            .auth_seconds
+            .with_label_values(&[ctx.policy.as_str()])
+            .observe(decided.elapsed().as_secs_f64());
+        let identity = match decision {
+            Ok(identity) => identity,
+            Err(e) => return self.refuse(session, ctx, &e).await,
+        };
+        if websocket_asked && matched.rule.websocket {
+            tunnel::open(session, ctx, &live, identity.as_ref())?;
+        }
+        if let Err(e) = self.screen_form_body(session, &live, &target.path).await {
+            // The body may be left unread: this connection can't carry another request.
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, &e).await;
+        }
+        ctx.identity = identity;
+        ctx.assertion = matched.rule.assertion;
+        ctx.live = Some(live);
+        ctx.outcome = Outcome::Forwarded;
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let live = ctx.live.get_or_insert_with(|| self.live.load_full());
+        // Only consistent hashing needs a key: the client's IP address.
+        let client_key = match live.upstream_settings.selection {
+            Selection::Consistent => ctx.client.as_ref().map(|c| c.client.to_string()),
+            _ => None,
+        };
+        let backend = live
+            .upstreams
+            .select(client_key.as_deref().unwrap_or("").as_bytes(), &ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream left to try"))?;
+        let mut peer = HttpPeer::new(backend.clone(), false, String::new());
+        peer.options.connection_timeout = Some(live.upstream_settings.connect_timeout);
+        // pingora can't change the upstream read timeout once the tunnel is
+        // open: a WebSocket's upstream may stay quiet until its deadline.
+        peer.options.read_timeout = Some(match ctx.tunnel_deadline {
+            Some(deadline) => {
+                deadline.saturating_duration_since(Instant::now()).max(live.upstream_settings.read_timeout)
+            }
+            None => live.upstream_settings.read_timeout,
+        });
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.tried.push(backend);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the upstream: an idempotent request may go to the next one.
+        let untried = ctx.live.as_ref().is_some_and(|live| ctx.tried.len() < live.upstreams.len());
+        if session.req_header().method.is_idempotent() && untried {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        let error = match (e.esource(), e.etype()) {
+            // The client went away or sent garbage: nobody to answer. (First:
+            // pingora reports some client-side faults as `ConnectError`.)
+            (ErrorSource::Downstream, _) => None,
+            (_, ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute)
+            | (_, ErrorType::ConnectError | ErrorType::TLSHandshakeFailure) => {
+                Some(ApiError::UpstreamUnavailable)
+            }
+            (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Some(ApiError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(ApiError::UpstreamUnavailable),
+            _ => Some(ApiError::Internal),
+        };
+        let Some(error) = error else {
+            ctx.outcome = Outcome::ClientError;
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        ctx.outcome = Outcome::UpstreamError;
+        ctx.refusal = Some(error.kind());
+        tracing::warn!(error = %e, code = error.code(), request_id = %ctx.request_id, "proxying failed");
+        // Once the upstream's response has started, a JSON error can't be written.
+        // pingora closes the client connection after this: turning keep-alive
+        // off makes the answer say `Connection: close`, so clients don't reuse it.
+        session.set_keepalive(None);
+        if session.response_written().is_none() {
+            let _ = write_reply(session, &Reply::error(&error), &ctx.request_id).await;
+        }
+        FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(live) = ctx.live.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no config snapshot for this request");
+        };
+        // The target and method are already the canonical ones: pingora built
+        // this request from the session's, which `canonicalise` replaced.
+        rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)?;
+        self.add_forwarding_headers(session, upstream_request, ctx)?;
+        if ctx.assertion {
+            let signed = self.assertion_for(live, ctx.identity.as_ref(), upstream_request).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "cannot sign the identity assertion")
+            })?;
+            upstream_request.insert_header(live.assertion_header.clone(), signed)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.status == StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel opens only where the route allowed a WebSocket and the
+            // client asked for one; an upstream's unasked 101 is an error.
+            if ctx.tunnel_deadline.is_none() || !session.is_upgrade_req() {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the upstream switched protocols unasked",
+                )
+                .into_up());
+            }
+            ctx.tunnel_open = true;
+            tunnel::close_at_deadline(session, ctx)?;
+        }
+        if let (Some(started), Some(backend)) = (ctx.upstream_started.take(), ctx.tried.last()) {
+            let label = ctx.live.as_ref().and_then(|live| live.upstreams.label(backend)).unwrap_or("other");
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[label])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        tunnel::close_at_deadline(session, ctx)
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        tunnel::close_at_deadline(session, ctx)?;
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let mut status_buf = itoa::Buffer::new();
+        let status_label = status_buf.format(status);
+        let (policy, outcome) = (ctx.policy.as_str(), ctx.outcome.as_str());
+        self.metrics.requests.with_label_values(&[&ctx.route, policy, outcome, status_label]).inc();
+        let request = session.req_header();
+        tracing::info!(
+            target: "gatehouse::access",
+            request_id = %ctx.request_id,
+            method = %request.method,
+            path = %request.uri.path(),
+            route = %ctx.route,
+            policy,
+            outcome,
+            error = ctx.refusal.map_or("", ErrorCode::as_str),
+            status,
+            user_id = ctx.identity.as_ref().map(|i| i.user_id),
+            latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            client = %ctx.client.as_ref().map(|c| c.client.to_string()).unwrap_or_default(),
+            peer = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! WebSocket tunnels: the one upgrade that is forwarded, judged as the
+//! request that asked for it, and closed when the token that opened it
+//! expires.
+
+use std::time::{Duration, Instant};
+
+use http::header::{CONNECTION, UPGRADE};
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::{Live, RequestCtx};
+use crate::auth::Identity;
+use crate::clock::now_unix;
+
+/// Puts back the upgrade headers canonicalising removed, for a route that
+/// allows WebSockets, and sets when the tunnel must close: at
+/// `websocket_max_duration`, or sooner when the authorising token expires.
+pub(super) fn open(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    live: &Live,
+    identity: Option<&Identity>,
+) -> Result<()> {
+    let request = session.req_header_mut();
+    request.insert_header(UPGRADE, "websocket")?;
+    request.insert_header(CONNECTION, "Upgrade")?;
+    let mut lifetime = live.upstream_settings.websocket_max_duration;
+    if let Some(expires) =
+        identity.map(|i| i.expires_at).filter(|_| live.upstream_settings.websocket_close_at_expiry)
+    {
+        lifetime = lifetime.min(Duration::from_secs(expires.saturating_sub(now_unix())));
+    }
+    ctx.tunnel_deadline = Some(Instant::now() + lifetime);
+    Ok(())
+}
+
+/// A WebSocket tunnel lives until its deadline (the authorising token's
+/// expiry, or `websocket_max_duration`) and not a moment longer. pingora has no
+/// total timeout for a tunnel, so every pass through its loop (each chunk,
+/// either way) checks the deadline and shortens the client-side read timeout
+/// to what is left: an idle tunnel then times out at the deadline too.
+pub(super) fn close_at_deadline(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+    let Some(deadline) = ctx.tunnel_deadline.filter(|_| ctx.tunnel_open) else {
+        return Ok(());
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Error::e_explain(ErrorType::ReadTimedout, "the token that opened this WebSocket has expired");
+    }
+    session.set_read_timeout(Some(left));
+    Ok(())
+}
