@@ -35,6 +35,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::policy::RouteTable;
+use crate::request::asks_to_close;
 use crate::upstreams::UpstreamPool;
 
 pub use ctx::{Outcome, PolicyLabel, RequestCtx};
@@ -95,6 +96,12 @@ impl Gateway {
     /// Slow or idle clients may not hold a connection for long.
     fn bound_connection(&self, session: &mut Session) {
         session.set_read_timeout(Some(self.limits.client_read_timeout));
+        // A `close` in any `Connection` header ends the connection after this
+        // answer: pingora reads only the first such header, and lets a
+        // `keep-alive` beside `close` win.
+        if asks_to_close(&session.req_header().headers) {
+            session.set_keepalive(None);
+        }
         // Only shorten keep-alive: where pingora turned it off (`Connection:
         // close`, HTTP/1.0, `Transfer-Encoding` beside `Content-Length`), it stays off.
         if session.get_keepalive().is_some() {

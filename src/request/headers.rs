@@ -29,6 +29,14 @@ pub struct HeaderPlan {
     pub websocket: bool,
 }
 
+/// Whether any `Connection` header holds the `close` option (RFC 9112
+/// section 9.6), whatever else it or another `Connection` header says.
+pub fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) and the HTTP/2 upgrade's
 /// settings: never forwarded as the client sent them.
 const HOP_BY_HOP: [&str; 8] = [

@@ -39,7 +39,7 @@ mod method_field;
 mod target;
 
 pub use client::{ClientChain, TrustedProxies};
-pub use headers::{inspect_headers, HeaderPlan, HeaderRules};
+pub use headers::{asks_to_close, inspect_headers, HeaderPlan, HeaderRules};
 pub use method_field::{is_method_field, FormOverrideScanner, MultipartNames, UrlEncodedNames};
 pub use target::{canonical_method, canonical_target, Target};
 

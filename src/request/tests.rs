@@ -250,3 +250,12 @@ fn method_fields_in_form_bodies_are_found_across_chunks() {
     assert!(FormOverrideScanner::for_content_type(b"multipart/form-data").is_none(), "no boundary");
     assert!(FormOverrideScanner::for_content_type(b"application/json").is_none());
 }
+
+#[test]
+fn close_in_any_connection_header_wins() {
+    assert!(asks_to_close(&headers(&[("connection", "keep-alive"), ("connection", "close")])));
+    assert!(asks_to_close(&headers(&[("connection", "keep-alive, CLOSE")])));
+    assert!(asks_to_close(&headers(&[("connection", " close ,x-custom")])));
+    assert!(!asks_to_close(&headers(&[("connection", "keep-alive, closer")])));
+    assert!(!asks_to_close(&headers(&[("x-connection", "close")])));
+}

@@ -532,6 +532,27 @@ fn underscore_spellings_and_forwarding_headers_never_reach_the_upstream() {
     assert_eq!(headers["x-forwarded-host"], json!(["gatehouse"]));
 }
 
+/// `close` in a second `Connection` header (or beside `keep-alive` in one)
+/// still closes the connection after the answer: pingora alone reads only the
+/// first header and lets `keep-alive` win, and the client would wait.
+#[test]
+fn close_in_any_connection_header_closes_the_connection() {
+    let (_upstream, gw) = setup();
+    for connection in ["Connection: keep-alive\r\nConnection: close\r\n", "Connection: keep-alive, close\r\n"]
+    {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = format!("GET /debug/echo/public/x HTTP/1.1\r\nHost: gatehouse\r\n{connection}\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        // Kept open, the connection would outlast the read timeout: an error here.
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    }
+}
+
 #[test]
 fn underscore_headers_can_be_refused_instead() {
     let upstream = Upstream::start();
