@@ -49,17 +49,11 @@ pub struct Secrets {
 impl Secrets {
     /// Every secret, or the first that is missing, too short or unreadable.
     pub fn load(config: &Config) -> Result<Secrets, StartupError> {
-        let token = match config.tokens.secret.load() {
-            Ok(secret) => Some(secret),
-            Err(SecretError::Missing { .. }) if config.tokens.signing_key.is_some() => None,
-            Err(e) => return Err(e.into()),
-        };
-        let admin = config.admin.token.load()?;
-        let redis_password = match &config.store.backend {
-            StoreBackend::Redis(redis) => redis.password.as_ref().map(|p| p.load_any_length()).transpose()?,
-            StoreBackend::Sled { .. } => None,
-        };
-        Ok(Secrets { token, admin, redis_password })
+        let (secrets, problems) = Secrets::load_or_stand_in(config);
+        match problems.into_iter().next() {
+            Some(first) => Err(first.into()),
+            None => Ok(secrets),
+        }
     }
 
     /// Every secret that loads, and a random stand-in for each one that does
