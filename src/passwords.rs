@@ -30,6 +30,16 @@ pub enum PasswordError {
     Hashing,
 }
 
+/// Why the hasher could not be built from `[passwords]`, or a hash made
+/// outside a request failed: start-up and CLI errors, shown as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordConfigError {
+    #[error("invalid argon2 parameters: {0}")]
+    Params(#[from] argon2::Error),
+    #[error(transparent)]
+    Hashing(#[from] argon2::password_hash::Error),
+}
+
 #[derive(Clone)]
 pub struct Passwords {
     inner: Arc<Inner>,
@@ -46,9 +56,8 @@ struct Inner {
 }
 
 impl Passwords {
-    pub fn new(config: &PasswordConfig) -> Result<Self, String> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+    pub fn new(config: &PasswordConfig) -> Result<Self, PasswordConfigError> {
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, "gatehouse dummy password for timing")?;
         let hashing = Semaphore::new(config.max_concurrent_hashes.max(1));
@@ -104,14 +113,14 @@ impl Passwords {
     }
 
     /// Hashes synchronously, for the CLI.
-    pub fn hash_blocking(&self, password: &str) -> Result<String, String> {
-        hash_with(&self.inner.argon2, password)
+    pub fn hash_blocking(&self, password: &str) -> Result<String, PasswordConfigError> {
+        Ok(hash_with(&self.inner.argon2, password)?)
     }
 }
 
-fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, String> {
+fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2.hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
 }
 
 #[cfg(test)]

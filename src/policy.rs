@@ -61,8 +61,13 @@ impl fmt::Display for Policy {
     }
 }
 
+/// A policy name that is not one of [`Policy`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy `{0}`: expected one of public, optional, any, fresh, admin, deny")]
+pub struct UnknownPolicy(String);
+
 impl FromStr for Policy {
-    type Err = String;
+    type Err = UnknownPolicy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "public" => Policy::Public,
@@ -71,11 +76,7 @@ impl FromStr for Policy {
             "fresh" => Policy::Fresh,
             "admin" => Policy::Admin,
             "deny" => Policy::Deny,
-            other => {
-                return Err(format!(
-                    "unknown policy `{other}`: expected one of public, optional, any, fresh, admin, deny"
-                ))
-            }
+            other => return Err(UnknownPolicy(other.to_owned())),
         })
     }
 }
@@ -100,6 +101,23 @@ enum Segment {
     Param,
 }
 
+/// Why a route's path pattern was refused; each message quotes the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("path pattern `{pattern}` must start with `/`")]
+    NotAbsolute { pattern: String },
+    #[error("path pattern `{pattern}` has an empty segment (`//` or a trailing `/`)")]
+    EmptySegment { pattern: String },
+    #[error("path pattern `{pattern}`: `**` is only allowed as the last segment, as `/**`")]
+    InnerWildcard { pattern: String },
+    #[error("path pattern `{pattern}`: `{segment}` is not a valid parameter name")]
+    ParamName { pattern: String, segment: String },
+    #[error(
+        "path pattern `{pattern}`: segment `{segment}` mixes literal text with `{{`, `}}`, `*`, `?`, `#` or `%`"
+    )]
+    MixedSegment { pattern: String, segment: String },
+}
+
 /// A compiled path pattern: `/items`, `/item/{name}`, `/static/**`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
@@ -110,9 +128,10 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+        let owned = || pattern.to_owned();
         if !pattern.starts_with('/') {
-            return Err(format!("path pattern `{pattern}` must start with `/`"));
+            return Err(PatternError::NotAbsolute { pattern: owned() });
         }
         let (body, prefix) = match pattern.strip_suffix("/**") {
             Some(body) => (body, true),
@@ -125,25 +144,19 @@ impl PathPattern {
                 if body.len() <= 1 {
                     continue;
                 }
-                return Err(format!(
-                    "path pattern `{pattern}` has an empty segment (`//` or a trailing `/`)"
-                ));
+                return Err(PatternError::EmptySegment { pattern: owned() });
             }
             if raw.contains("**") {
-                return Err(format!(
-                    "path pattern `{pattern}`: `**` is only allowed as the last segment, as `/**`"
-                ));
+                return Err(PatternError::InnerWildcard { pattern: owned() });
             }
             if raw.starts_with('{') && raw.ends_with('}') {
                 let name = &raw[1..raw.len() - 1];
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("path pattern `{pattern}`: `{raw}` is not a valid parameter name"));
+                    return Err(PatternError::ParamName { pattern: owned(), segment: raw.to_owned() });
                 }
                 segments.push(Segment::Param);
             } else if raw.contains(['{', '}', '*', '?', '#', '%']) {
-                return Err(format!(
-                    "path pattern `{pattern}`: segment `{raw}` mixes literal text with `{{`, `}}`, `*`, `?`, `#` or `%`"
-                ));
+                return Err(PatternError::MixedSegment { pattern: owned(), segment: raw.to_owned() });
             } else {
                 // Stored lower-case: matching folds ASCII case.
                 segments.push(Segment::Literal(raw.to_ascii_lowercase()));
@@ -380,6 +393,22 @@ mod tests {
         for bad in ["item", "/a//b", "/a/", "/a/**/b", "/a/{}", "/a/x{y}", "/a/*"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn pattern_errors_quote_the_pattern() {
+        let message = |pattern: &str| PathPattern::parse(pattern).unwrap_err().to_string();
+        assert_eq!(message("item"), "path pattern `item` must start with `/`");
+        assert_eq!(message("/a/"), "path pattern `/a/` has an empty segment (`//` or a trailing `/`)");
+        assert_eq!(
+            message("/a/**/b"),
+            "path pattern `/a/**/b`: `**` is only allowed as the last segment, as `/**`"
+        );
+        assert_eq!(message("/a/{}"), "path pattern `/a/{}`: `{}` is not a valid parameter name");
+        assert_eq!(
+            message("/a/x{y}"),
+            "path pattern `/a/x{y}`: segment `x{y}` mixes literal text with `{`, `}`, `*`, `?`, `#` or `%`"
+        );
     }
 
     #[test]

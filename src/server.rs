@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::startup::{prepare, Prepared, StartupError};
 use crate::store::{RedisStore, Retention, SledStore, Store, StoreError};
+use crate::upstreams::UpstreamError;
 
 /// Options that come from the command line rather than the config file.
 #[derive(Debug, Default, Clone)]
@@ -258,14 +259,14 @@ struct Reloader {
 enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Upstreams(String),
+    #[error(transparent)]
+    Upstreams(#[from] UpstreamError),
 }
 
 impl Reloader {
     fn reload(&self) -> Result<(), ReloadError> {
         let config = Config::load(&self.source)?;
-        let live = Live::new(config.routes, config.upstream).map_err(ReloadError::Upstreams)?;
+        let live = Live::new(config.routes, config.upstream)?;
         self.live.store(Arc::new(live));
         Ok(())
     }

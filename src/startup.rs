@@ -14,10 +14,11 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 
 use crate::config::{Config, Secret, SecretError, StoreBackend, TlsConfig};
-use crate::passwords::Passwords;
+use crate::passwords::{PasswordConfigError, Passwords};
 use crate::proxy::Live;
 use crate::store::StoreError;
-use crate::tokens::TokenService;
+use crate::tokens::{KeyError, TokenService};
+use crate::upstreams::UpstreamError;
 
 /// Why the gateway did not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,12 @@ pub enum StartupError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Passwords(String),
-    #[error("{0}")]
-    Upstreams(String),
+    #[error(transparent)]
+    Passwords(#[from] PasswordConfigError),
+    #[error(transparent)]
+    Upstreams(#[from] UpstreamError),
     #[error("token keys: {0}")]
-    Keys(String),
+    Keys(#[from] KeyError),
     #[error("cannot set up TLS on {addr}: {message}")]
     Tls { addr: SocketAddr, message: String },
 }
@@ -103,10 +104,9 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
 /// constructs the token service, the password hasher, the route table and
 /// the upstream pool.
 pub fn prepare_with(config: &Config, secrets: Secrets) -> Result<Prepared, StartupError> {
-    let passwords = Passwords::new(&config.passwords).map_err(StartupError::Passwords)?;
-    let live = Live::new(config.routes.clone(), config.upstream.clone()).map_err(StartupError::Upstreams)?;
-    let tokens =
-        TokenService::with_keys(&config.tokens, secrets.token.as_ref()).map_err(StartupError::Keys)?;
+    let passwords = Passwords::new(&config.passwords)?;
+    let live = Live::new(config.routes.clone(), config.upstream.clone())?;
+    let tokens = TokenService::with_keys(&config.tokens, secrets.token.as_ref())?;
     let tls = match &config.server.tls {
         Some(tls) => tls_settings(tls)?,
         None => Vec::new(),

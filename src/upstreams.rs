@@ -12,6 +12,20 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 
 use crate::config::{HealthCheckKind, Selection, UpstreamConfig};
 
+/// Why `[upstream]` could not be turned into a pool and its headers: a
+/// start-up (or reload) error, shown to the operator as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot set up the upstreams: {0}")]
+    Balancer(std::io::Error),
+    /// The health check's request could not be built from its path.
+    #[error("{0}")]
+    HealthCheck(Box<pingora::Error>),
+    /// `identity_header_prefix` makes an invalid header name.
+    #[error(transparent)]
+    IdentityHeader(#[from] http::header::InvalidHeaderName),
+}
+
 /// How far selection searches for an acceptable backend.
 const MAX_SELECT_ITERATIONS: usize = 256;
 
@@ -43,13 +57,13 @@ where
     }
 }
 
-fn build<S>(config: &UpstreamConfig) -> Result<LoadBalancer<S>, String>
+fn build<S>(config: &UpstreamConfig) -> Result<LoadBalancer<S>, UpstreamError>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
     let mut lb = LoadBalancer::<S>::try_from_iter(config.addresses.iter().map(SocketAddr::to_string))
-        .map_err(|e| format!("cannot set up the upstreams: {e}"))?;
+        .map_err(UpstreamError::Balancer)?;
     let check: Option<Box<dyn HealthCheck + Send + Sync>> = match &config.health_check {
         HealthCheckKind::None => None,
         HealthCheckKind::Tcp => {
@@ -59,8 +73,9 @@ where
         }
         HealthCheckKind::Http { path } => {
             let mut http = HttpHealthCheck::new("upstream", false);
-            let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
-            req.append_header("Host", "upstream").map_err(|e| e.to_string())?;
+            let mut req =
+                RequestHeader::build("GET", path.as_bytes(), None).map_err(UpstreamError::HealthCheck)?;
+            req.append_header("Host", "upstream").map_err(UpstreamError::HealthCheck)?;
             http.req = req;
             http.peer_template.options.connection_timeout = Some(config.connect_timeout);
             http.peer_template.options.read_timeout =
@@ -75,7 +90,7 @@ where
 }
 
 impl UpstreamPool {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let balancer: Box<dyn Balance> = match config.selection {
             Selection::RoundRobin => Box::new(build::<RoundRobin>(config)?),
             Selection::Random => Box::new(build::<Random>(config)?),

@@ -3,16 +3,17 @@
 
 use std::path::Path;
 
+use super::CliError;
 use crate::config::{Config, RedisTarget, StoreBackend};
 use crate::startup::{self, Secrets};
 
-pub(super) fn check_config(path: &Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+pub(super) fn check_config(path: &Path) -> Result<(), CliError> {
+    let config = Config::load(path)?;
     // Everything `serve` builds, but the store (a running gateway may hold it)
     // and the sockets: key files, TLS certificates, the token service. A
     // secret this machine lacks is a note, with a stand-in used for the rest.
     let (secrets, missing) = Secrets::load_or_stand_in(&config);
-    startup::prepare_with(&config, secrets).map_err(|e| e.to_string())?;
+    startup::prepare_with(&config, secrets)?;
     say!(
         "{}: ok ({} routes, default policy {}, upstreams {:?})",
         path.display(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{command_runtime, connect_redis};
+use super::{command_runtime, connect_redis, CliError};
 use crate::accounts::Accounts;
 use crate::admin::operations::{FindUser, Operation, Operator};
 use crate::config::{Config, Secret, StoreBackend};
@@ -34,14 +34,14 @@ struct Refusal {
 }
 
 impl AdminClient {
-    pub(super) fn connect(config_path: &Path) -> Result<Self, String> {
-        let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    pub(super) fn connect(config_path: &Path) -> Result<Self, CliError> {
+        let config = Config::load(config_path)?;
         let local = |store: Arc<dyn Store>, runtime: tokio::runtime::Runtime| {
             let passwords = Passwords::new(&config.passwords)?;
             let secret = config.tokens.secret.load().ok();
             let tokens = TokenService::with_keys(&config.tokens, secret.as_ref()).ok().map(Arc::new);
             let accounts = Accounts::new(store, passwords, Arc::new(Metrics::new()));
-            Ok::<_, String>(AdminClient::Local { operator: Operator::new(accounts, tokens), runtime })
+            Ok::<_, CliError>(AdminClient::Local { operator: Operator::new(accounts, tokens), runtime })
         };
         let path = match &config.store.backend {
             // Redis is shared: change it directly, and every gateway hears of it.
@@ -55,38 +55,36 @@ impl AdminClient {
         match SledStore::open(path) {
             Ok(store) => local(Arc::new(store), command_runtime()?),
             Err(StoreError::Locked { path }) => {
-                let token = config.admin.token.load().map_err(|e| {
-                    format!("the store at {path} is held by a running gateway, and its admin API needs the admin token: {e}")
-                })?;
+                let token =
+                    config.admin.token.load().map_err(|source| CliError::AdminToken { path, source })?;
                 let http = reqwest::blocking::Client::builder()
                     .no_proxy()
                     .timeout(std::time::Duration::from_secs(30))
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                    .build()?;
                 Ok(AdminClient::Remote { base: format!("http://{}", config.admin.listen), token, http })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// The id of a user given by id or by email.
-    pub(super) fn user_id(&self, user: &str) -> Result<UserId, String> {
+    pub(super) fn user_id(&self, user: &str) -> Result<UserId, CliError> {
         if let Ok(id) = user.parse() {
             return Ok(id);
         }
         let found = self.call(&FindUser { email: user.to_owned() })?;
-        found.first().map(|u| u.id).ok_or_else(|| "no such user".to_owned())
+        found.first().map(|u| u.id).ok_or(CliError::NoSuchUser)
     }
 
     /// Runs `op`; a refusal becomes its message.
-    pub(super) fn call<O: Operation>(&self, op: &O) -> Result<O::Answer, String> {
+    pub(super) fn call<O: Operation>(&self, op: &O) -> Result<O::Answer, CliError> {
         match self {
             AdminClient::Local { operator, runtime } => {
-                runtime.block_on(op.run(operator)).map_err(|e| e.message())
+                runtime.block_on(op.run(operator)).map_err(CliError::Refused)
             }
             AdminClient::Remote { base, token, http } => {
                 let (method, target) = op.target();
-                let body = op.body().map_err(|e| e.to_string())?;
+                let body = op.body()?;
                 let bearer = String::from_utf8_lossy(token.expose()).into_owned();
                 let response = http
                     .request(method, format!("{base}{target}"))
@@ -94,15 +92,15 @@ impl AdminClient {
                     .header("content-type", "application/json")
                     .body(body)
                     .send()
-                    .map_err(|e| format!("the store is in use by another process, and no gateway admin API answers at {base}: {e}"))?;
+                    .map_err(|source| CliError::NoAdminApi { base: base.clone(), source })?;
                 let status = response.status();
-                let bytes = response.bytes().map_err(|e| e.to_string())?;
-                let unexpected = |e: serde_json::Error| format!("unexpected answer ({status}): {e}");
+                let bytes = response.bytes()?;
+                let unexpected = |source| CliError::UnexpectedAnswer { status, source };
                 if status.is_success() {
                     serde_json::from_slice(&bytes).map_err(unexpected)
                 } else {
                     let refusal: Refusal = serde_json::from_slice(&bytes).map_err(unexpected)?;
-                    Err(refusal.message.unwrap_or_else(|| "the operation failed".to_owned()))
+                    Err(CliError::RemoteRefused(refusal.message))
                 }
             }
         }

@@ -29,7 +29,10 @@ macro_rules! say {
 
 mod check;
 mod client;
+mod error;
 mod users;
+
+pub use error::CliError;
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about = "An authentication gateway built on pingora")]
@@ -142,7 +145,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve { upgrade, listen, admin_listen } => {
-            Config::load(&cli.config).map_err(|e| e.to_string()).and_then(|mut config| {
+            Config::load(&cli.config).map_err(CliError::from).and_then(|mut config| {
                 if !listen.is_empty() {
                     config.server.listen = listen;
                 }
@@ -150,7 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     config.admin.listen = addr;
                 }
                 init_logging(config.log.format, &config.log.level);
-                serve(config, RunOptions { upgrade }).map_err(|e| e.to_string())
+                Ok(serve(config, RunOptions { upgrade })?)
             })
         }
         Command::CheckConfig { file } => check::check_config(file.as_deref().unwrap_or(&cli.config)),
@@ -179,10 +182,11 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 /// `gatehouse keygen`: writes the key pair and says how to configure it.
-fn keygen(algorithm: &str, kid: &str, out: &Path) -> Result<(), String> {
-    let algorithm = KeyAlgorithm::parse(algorithm).ok_or("--algorithm must be EdDSA, ES256 or RS256")?;
+fn keygen(algorithm: &str, kid: &str, out: &Path) -> Result<(), CliError> {
+    let algorithm =
+        KeyAlgorithm::parse(algorithm).ok_or(CliError::Usage("--algorithm must be EdDSA, ES256 or RS256"))?;
     if !is_usable_kid(kid) {
-        return Err("--kid must be 1 to 64 letters, digits, `-`, `_` or `.`".into());
+        return Err(CliError::Usage("--kid must be 1 to 64 letters, digits, `-`, `_` or `.`"));
     }
     let files = write_key_pair(algorithm, kid, out)?;
     let (private, public) = (files.private.display(), files.public.display());
@@ -194,17 +198,17 @@ fn keygen(algorithm: &str, kid: &str, out: &Path) -> Result<(), String> {
 }
 
 /// `gatehouse migrate --from sled:PATH --to redis:URL`: see [`crate::store::migrate`].
-fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
+fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), CliError> {
     let source = from
         .strip_prefix("sled:")
-        .ok_or("--from must be sled:PATH (the data directory of a stopped gateway)")?;
-    let target =
-        to.strip_prefix("redis:").ok_or("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0")?;
+        .ok_or(CliError::Usage("--from must be sled:PATH (the data directory of a stopped gateway)"))?;
+    let target = to
+        .strip_prefix("redis:")
+        .ok_or(CliError::Usage("--to must be redis:URL, e.g. redis:redis://127.0.0.1:6379/0"))?;
     crate::config::check_redis_url(target)?;
     // Prefix, timeouts, password and leeway come from the config (when there
     // is one) and its [store.redis] section; the URL on the command line wins.
-    let config =
-        if config_path.exists() { Some(Config::load(config_path).map_err(|e| e.to_string())?) } else { None };
+    let config = if config_path.exists() { Some(Config::load(config_path)?) } else { None };
     let leeway = config.as_ref().map_or(std::time::Duration::from_secs(5), |c| c.tokens.leeway);
     let mut redis = match config.map(|c| c.store.backend) {
         Some(StoreBackend::Redis(redis)) => *redis,
@@ -212,16 +216,12 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
     };
     redis.target = RedisTarget::Url(target.to_owned());
     let sled = SledStore::open(Path::new(source)).map_err(|e| match e {
-        StoreError::Locked { path } => {
-            format!("{path} is in use: stop the gateway first (or migrate a copy)")
-        }
-        other => other.to_string(),
+        StoreError::Locked { path } => CliError::MigrateLocked { path },
+        other => other.into(),
     })?;
     let runtime = command_runtime()?;
     let store = connect_redis(&redis, leeway, &runtime)?;
-    let migrated = runtime
-        .block_on(sled_to_redis(&sled, &store, |note| say!("note: {note}")))
-        .map_err(|e| e.to_string())?;
+    let migrated = runtime.block_on(sled_to_redis(&sled, &store, |note| say!("note: {note}")))?;
     say!(
         "migrated {} users and {} live revocations from {source} to redis",
         migrated.users,
@@ -230,11 +230,8 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn command_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))
+fn command_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::Runtime)
 }
 
 /// A Redis store for a one-off command: it must answer now.
@@ -242,8 +239,6 @@ fn connect_redis(
     config: &RedisConfig,
     leeway: std::time::Duration,
     runtime: &tokio::runtime::Runtime,
-) -> Result<RedisStore, String> {
-    runtime
-        .block_on(RedisStore::for_command(config, leeway))
-        .map_err(|e| format!("cannot use the redis store: {e}"))
+) -> Result<RedisStore, CliError> {
+    runtime.block_on(RedisStore::for_command(config, leeway)).map_err(CliError::Redis)
 }

@@ -7,14 +7,14 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::client::AdminClient;
-use super::{RevokeCommand, UserCommand};
+use super::{CliError, RevokeCommand, UserCommand};
 use crate::admin::operations::{
     CreateUser, DeleteUser, ListUsers, RevokeToken, RevokeUserTokens, ShowUser, UpdateUser, UserPatch,
 };
 
-pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(), String> {
+pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
     let admin = AdminClient::connect(config_path)?;
-    let patch = |user: &str, patch: UserPatch| -> Result<(), String> {
+    let patch = |user: &str, patch: UserPatch| -> Result<(), CliError> {
         print_answer(&admin.call(&UpdateUser { id: admin.user_id(user)?, patch })?);
         Ok(())
     };
@@ -43,14 +43,14 @@ pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(
     Ok(())
 }
 
-pub(super) fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), String> {
+pub(super) fn revoke_command(config_path: &Path, command: RevokeCommand) -> Result<(), CliError> {
     let admin = AdminClient::connect(config_path)?;
     match command {
         RevokeCommand::Token => {
             let mut token = String::new();
             std::io::stdin()
                 .read_to_string(&mut token)
-                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+                .map_err(|source| CliError::Stdin { what: "token", source })?;
             print_answer(&admin.call(&RevokeToken { token: token.trim().to_owned() })?);
         }
         RevokeCommand::User { user } => {
@@ -68,12 +68,12 @@ fn print_answer(answer: &impl Serialize) {
 }
 
 /// Reads a new password: prompted twice on a terminal, else one line of stdin.
-fn read_password() -> Result<String, String> {
+fn read_password() -> Result<String, CliError> {
     if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
-        let second = rpassword::prompt_password("Repeat password: ").map_err(|e| e.to_string())?;
+        let first = rpassword::prompt_password("Password: ").map_err(CliError::Prompt)?;
+        let second = rpassword::prompt_password("Repeat password: ").map_err(CliError::Prompt)?;
         if first != second {
-            return Err("the passwords do not match".into());
+            return Err(CliError::PasswordMismatch);
         }
         Ok(first)
     } else {
@@ -81,7 +81,7 @@ fn read_password() -> Result<String, String> {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            .map_err(|source| CliError::Stdin { what: "password", source })?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
 }

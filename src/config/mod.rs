@@ -33,7 +33,9 @@ pub use logging::{LogConfig, LogFormat};
 pub use passwords::PasswordConfig;
 pub use secrets::{Secret, SecretError, SecretSource, MIN_SECRET_BYTES};
 pub use server::{RequestRules, ServerConfig, TlsConfig};
-pub use store::{check_redis_url, RedisConfig, RedisTarget, StoreBackend, StoreConfig, WhenUnreachable};
+pub use store::{
+    check_redis_url, RedisConfig, RedisTarget, RedisUrlError, StoreBackend, StoreConfig, WhenUnreachable,
+};
 pub use tokens::{KeyAlgorithm, KeyConfig, TokenConfig};
 pub use upstream::{HealthCheckKind, Selection, UpstreamConfig};
 

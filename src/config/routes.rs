@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::file;
 use super::values::Invalid;
-use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule};
+use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule, UnknownPolicy};
 
 /// Methods a route may name (case-insensitive in the file).
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -18,7 +18,7 @@ pub(super) fn route_table(
     assertion: bool,
 ) -> Result<RouteTable, Invalid> {
     let default_policy = match policy.default {
-        Some(p) => p.get_ref().parse().map_err(|m| Invalid::at(&p, m))?,
+        Some(p) => p.get_ref().parse().map_err(|m: UnknownPolicy| Invalid::at(&p, m.to_string()))?,
         None => Policy::Deny,
     };
     let default_rule = Rule { policy: default_policy, require_fresh: false, assertion, websocket: false };
@@ -33,8 +33,13 @@ pub(super) fn route_table(
 fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Result<Route, Invalid> {
     let entry_span = entry.span();
     let entry = entry.into_inner();
-    let pattern = PathPattern::parse(entry.path.get_ref()).map_err(|m| Invalid::at(&entry.path, m))?;
-    let policy: Policy = entry.policy.get_ref().parse().map_err(|m| Invalid::at(&entry.policy, m))?;
+    let pattern =
+        PathPattern::parse(entry.path.get_ref()).map_err(|e| Invalid::at(&entry.path, e.to_string()))?;
+    let policy: Policy = entry
+        .policy
+        .get_ref()
+        .parse()
+        .map_err(|e: UnknownPolicy| Invalid::at(&entry.policy, e.to_string()))?;
     if entry.fresh && policy != Policy::Admin {
         return Err(Invalid {
             span: entry_span,

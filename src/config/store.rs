@@ -195,7 +195,7 @@ fn redis_target(
     sentinel_tls: Option<bool>,
 ) -> Option<Result<RedisTarget, Invalid>> {
     let checked =
-        |url: &Spanned<String>| check_redis_url(url.get_ref()).map_err(|message| Invalid::at(url, message));
+        |url: &Spanned<String>| check_redis_url(url.get_ref()).map_err(|e| Invalid::at(url, e.to_string()));
     match (url, sentinels, master_name) {
         (Some(url), None, None) => Some(checked(&url).map(|()| RedisTarget::Url(url.into_inner()))),
         (None, Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
@@ -223,23 +223,55 @@ fn key_prefix(prefix: Spanned<String>) -> Result<String, Invalid> {
     Ok(prefix.into_inner())
 }
 
+/// Why a Redis address can't be used. The address itself is never echoed:
+/// it could carry a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUrlError {
+    #[error("the redis address is not a URL like redis://127.0.0.1:6379/0 ({0})")]
+    NotUrl(#[from] url::ParseError),
+    #[error("redis URL scheme `{0}`: expected redis://, rediss:// (TLS) or redis+unix://")]
+    Scheme(String),
+    #[error("put the redis password in store.redis.password_env or password_file, not in the URL")]
+    Password,
+}
+
 /// Why a Redis address can't be used, if it can't: it must be a URL with a
 /// scheme redis-rs speaks, and must not carry a password (before the host,
 /// or `?pass=` on a socket URL): it would end up in logs, `ps` output and
-/// error messages. The address itself is never echoed, for the same reason.
-pub fn check_redis_url(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text)
-        .map_err(|e| format!("the redis address is not a URL like redis://127.0.0.1:6379/0 ({e})"))?;
+/// error messages.
+pub fn check_redis_url(text: &str) -> Result<(), RedisUrlError> {
+    let url = url::Url::parse(text)?;
     let scheme = url.scheme();
     if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
-        return Err(format!(
-            "redis URL scheme `{scheme}`: expected redis://, rediss:// (TLS) or redis+unix://"
-        ));
+        return Err(RedisUrlError::Scheme(scheme.to_owned()));
     }
     if url.password().is_some() || url.query_pairs().any(|(name, _)| name == "pass") {
-        return Err(
-            "put the redis password in store.redis.password_env or password_file, not in the URL".into()
-        );
+        return Err(RedisUrlError::Password);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_url_errors_never_echo_the_address() {
+        let message = |url: &str| check_redis_url(url).unwrap_err().to_string();
+        assert_eq!(
+            message("not a url"),
+            "the redis address is not a URL like redis://127.0.0.1:6379/0 (relative URL without a base)"
+        );
+        assert_eq!(
+            message("http://127.0.0.1:6379"),
+            "redis URL scheme `http`: expected redis://, rediss:// (TLS) or redis+unix://"
+        );
+        for url in ["redis://:hunter2@127.0.0.1:6379", "redis+unix:///tmp/redis.sock?pass=hunter2"] {
+            assert_eq!(
+                message(url),
+                "put the redis password in store.redis.password_env or password_file, not in the URL"
+            );
+        }
+        assert!(check_redis_url("redis://127.0.0.1:6379/0").is_ok());
+    }
 }

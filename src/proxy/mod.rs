@@ -36,7 +36,7 @@ use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::policy::RouteTable;
 use crate::request::asks_to_close;
-use crate::upstreams::UpstreamPool;
+use crate::upstreams::{UpstreamError, UpstreamPool};
 
 pub use ctx::{Outcome, PolicyLabel, RequestCtx};
 pub use forward::rewrite_upstream_headers;
@@ -58,16 +58,12 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(routes: RouteTable, upstream: UpstreamConfig) -> Result<Self, String> {
+    pub fn new(routes: RouteTable, upstream: UpstreamConfig) -> Result<Self, UpstreamError> {
         let upstreams = UpstreamPool::new(&upstream)?;
-        let mut identity_headers = Vec::with_capacity(IDENTITY_FIELDS.len());
-        for field in IDENTITY_FIELDS {
-            let name = format!("{}{field}", upstream.identity_prefix);
-            identity_headers.push(http::HeaderName::try_from(name).map_err(|e| e.to_string())?);
-        }
-        let identity_headers = identity_headers.try_into().map_err(|_| "identity header names".to_owned())?;
-        let assertion_header = http::HeaderName::try_from(format!("{}assertion", upstream.identity_prefix))
-            .map_err(|e| e.to_string())?;
+        let header = |field: &str| http::HeaderName::try_from(format!("{}{field}", upstream.identity_prefix));
+        let [user_id, username, email, admin, fresh, token_id] = IDENTITY_FIELDS.map(header);
+        let identity_headers = [user_id?, username?, email?, admin?, fresh?, token_id?];
+        let assertion_header = header("assertion")?;
         Ok(Live { routes, upstreams, upstream_settings: upstream, identity_headers, assertion_header })
     }
 }

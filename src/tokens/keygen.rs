@@ -13,6 +13,7 @@ use argon2::password_hash::rand_core::OsRng;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 
+use super::KeyError;
 use crate::config::KeyAlgorithm;
 
 /// Where a new key pair was written.
@@ -33,9 +34,9 @@ pub fn is_usable_kid(kid: &str) -> bool {
 
 /// Generates a key pair and writes it to `out` (created if missing) as
 /// `<kid>.key.pem` and `<kid>.pub.pem`.
-pub fn write_key_pair(algorithm: KeyAlgorithm, kid: &str, out: &Path) -> Result<KeyFiles, String> {
+pub fn write_key_pair(algorithm: KeyAlgorithm, kid: &str, out: &Path) -> Result<KeyFiles, KeyError> {
     let (private, public) = generate(algorithm)?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|source| KeyError::Create { path: out.to_owned(), source })?;
     let files =
         KeyFiles { private: out.join(format!("{kid}.key.pem")), public: out.join(format!("{kid}.pub.pem")) };
     write_new(&files.private, private.as_bytes(), 0o600)?;
@@ -44,38 +45,53 @@ pub fn write_key_pair(algorithm: KeyAlgorithm, kid: &str, out: &Path) -> Result<
 }
 
 /// A new key pair as (private, public) PEM.
-fn generate(algorithm: KeyAlgorithm) -> Result<(String, String), String> {
-    let failed = |e: &dyn std::fmt::Display| format!("key generation failed: {e}");
+fn generate(algorithm: KeyAlgorithm) -> Result<(String, String), KeyError> {
+    fn failed(e: impl std::error::Error + Send + Sync + 'static) -> KeyError {
+        KeyError::Generation(Box::new(e))
+    }
     Ok(match algorithm {
         KeyAlgorithm::EdDsa => {
             let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
-            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
-            (
-                private.to_string(),
-                key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?,
-            )
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(failed)?;
+            (private.to_string(), key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(failed)?)
         }
         KeyAlgorithm::Es256 => {
             let key = p256::SecretKey::random(&mut OsRng);
-            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
-            (private.to_string(), key.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?)
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(failed)?;
+            (private.to_string(), key.public_key().to_public_key_pem(LineEnding::LF).map_err(failed)?)
         }
         KeyAlgorithm::Rs256 => {
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| failed(&e))?;
-            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e))?;
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(failed)?;
+            let private = key.to_pkcs8_pem(LineEnding::LF).map_err(failed)?;
             let public = rsa::RsaPublicKey::from(&key);
-            (private.to_string(), public.to_public_key_pem(LineEnding::LF).map_err(|e| failed(&e))?)
+            (private.to_string(), public.to_public_key_pem(LineEnding::LF).map_err(failed)?)
         }
     })
 }
 
 /// Creates a file that must not exist yet, with `mode` from the start.
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| KeyError::Create { path: path.to_owned(), source })?;
+    file.write_all(contents).map_err(|source| KeyError::Write { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_in_place_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_key_pair(KeyAlgorithm::EdDsa, "k", dir.path()).unwrap();
+        let before = std::fs::read(&files.private).unwrap();
+        let err = write_key_pair(KeyAlgorithm::EdDsa, "k", dir.path()).err().unwrap();
+        let prefix = format!("cannot create {}: ", files.private.display());
+        assert!(matches!(err, KeyError::Create { .. }) && err.to_string().starts_with(&prefix), "{err}");
+        assert_eq!(std::fs::read(&files.private).unwrap(), before);
+    }
 }

@@ -9,6 +9,7 @@
 pub mod keygen;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -48,6 +49,29 @@ pub enum TokenError {
     /// Signing failed (logged where it happened): the gateway's fault.
     #[error("signing failed")]
     Signing,
+}
+
+/// Why the signing and verifying keys could not be loaded, or a new key pair
+/// not made ([`keygen`]): start-up and CLI errors, shown to the operator as
+/// they are, never to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key `{kid}`: cannot read {}: {source}", path.display())]
+    Read { kid: String, path: PathBuf, source: std::io::Error },
+    #[error("key `{kid}`: {source}")]
+    Invalid { kid: String, source: jsonwebtoken::errors::Error },
+    #[error("key `{kid}` has no private_key")]
+    NoPrivateKey { kid: String },
+    #[error("no signing key: set tokens.signing_key or the HS256 secret")]
+    NoSigningKey,
+    #[error(transparent)]
+    Jwks(#[from] serde_json::Error),
+    #[error("key generation failed: {0}")]
+    Generation(Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// The claims of every token Gatehouse issues.
@@ -137,17 +161,20 @@ impl TokenService {
     /// With `[[tokens.keys]]`: every key verifies tokens carrying its `kid`,
     /// the signing key (if any) signs, and the HS256 secret (if any) still
     /// verifies tokens without a `kid`.
-    pub fn with_keys(config: &TokenConfig, secret: Option<&Secret>) -> Result<Self, String> {
+    pub fn with_keys(config: &TokenConfig, secret: Option<&Secret>) -> Result<Self, KeyError> {
         let mut keys = HashMap::new();
         let mut jwks = Vec::new();
         let mut signer = None;
         for key in &config.keys {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path)
-                    .map_err(|e| format!("key `{}`: cannot read {}: {e}", key.kid, path.display()))
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|source| KeyError::Read {
+                    kid: key.kid.clone(),
+                    path: path.to_owned(),
+                    source,
+                })
             };
             let public = read(&key.public_key)?;
-            let bad = |e: jsonwebtoken::errors::Error| format!("key `{}`: {e}", key.kid);
+            let bad = |source| KeyError::Invalid { kid: key.kid.clone(), source };
             let (algorithm, decoding) = match key.algorithm {
                 KeyAlgorithm::EdDsa => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&public).map_err(bad)?),
                 KeyAlgorithm::Es256 => (Algorithm::ES256, DecodingKey::from_ec_pem(&public).map_err(bad)?),
@@ -161,7 +188,7 @@ impl TokenService {
                 let path = key
                     .private_key
                     .as_ref()
-                    .ok_or_else(|| format!("key `{}` has no private_key", key.kid))?;
+                    .ok_or_else(|| KeyError::NoPrivateKey { kid: key.kid.clone() })?;
                 let private = read(path)?;
                 let encoding = match key.algorithm {
                     KeyAlgorithm::EdDsa => EncodingKey::from_ed_pem(&private),
@@ -180,9 +207,9 @@ impl TokenService {
             (None, Some(secret)) => {
                 (EncodingKey::from_secret(secret.expose()), Header::new(Algorithm::HS256))
             }
-            (None, None) => return Err("no signing key: set tokens.signing_key or the HS256 secret".into()),
+            (None, None) => return Err(KeyError::NoSigningKey),
         };
-        let jwks = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|e| e.to_string())?;
+        let jwks = serde_json::to_vec(&JwkSet { keys: jwks })?;
         Ok(TokenService {
             encoding,
             header,
