@@ -202,7 +202,7 @@ impl Sentinel {
             &config,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor gatehouse 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds gatehouse 300\nsentinel failover-timeout gatehouse 2000\n",
+                 sentinel down-after-milliseconds gatehouse 1000\nsentinel failover-timeout gatehouse 5000\n",
                 dir.path().display(),
                 master.port
             ),
