@@ -47,7 +47,11 @@ impl RedisServer {
         server.args = vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()];
         server.spawn();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+        // Synced as both sides see it: the master counts a replica for WAIT
+        // only once it is `online`, a little after the replica says `up`.
+        while !(server.cli(&["INFO", "replication"]).contains("master_link_status:up")
+            && master.cli(&["INFO", "replication"]).contains("state=online"))
+        {
             assert!(Instant::now() < deadline, "the replica did not connect to its master");
             std::thread::sleep(Duration::from_millis(50));
         }
