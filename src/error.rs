@@ -232,7 +232,7 @@ impl ApiError {
 
 /// The code of an [`ApiError`]: a closed set, so the request context and the
 /// access log carry a value rather than a string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     MissingToken,
     MalformedAuthorization,

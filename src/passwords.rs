@@ -112,7 +112,7 @@ impl Passwords {
         .unwrap_or(false)
     }
 
-    /// Hashes synchronously, for the CLI.
+    /// Hashes on the calling thread (the micro-benchmarks time it).
     pub fn hash_blocking(&self, password: &str) -> Result<String, PasswordConfigError> {
         Ok(hash_with(&self.inner.argon2, password)?)
     }

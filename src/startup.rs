@@ -52,29 +52,33 @@ impl Secrets {
     pub fn load(config: &Config) -> Result<Secrets, StartupError> {
         let (secrets, problems) = Secrets::load_or_stand_in(config);
         match problems.into_iter().next() {
-            Some(first) => Err(first.into()),
+            Some((_, first)) => Err(first.into()),
             None => Ok(secrets),
         }
     }
 
     /// Every secret that loads, and a random stand-in for each one that does
-    /// not, with the reasons: a check run where the real secrets are not
-    /// (`check-config` on a build machine) can still build everything else.
-    pub fn load_or_stand_in(config: &Config) -> (Secrets, Vec<SecretError>) {
+    /// not, with the reasons, each named by its config section: a check run
+    /// where the real secrets are not (`check-config` on a build machine) can
+    /// still build everything else. Crate-private: only the check may go on
+    /// with stand-ins; [`Secrets::load`] refuses them.
+    pub(crate) fn load_or_stand_in(config: &Config) -> (Secrets, Vec<(&'static str, SecretError)>) {
         let mut problems = Vec::new();
-        let mut or_stand_in = |loaded: Result<Secret, SecretError>| {
+        let mut or_stand_in = |section: &'static str, loaded: Result<Secret, SecretError>| {
             loaded.unwrap_or_else(|e| {
-                problems.push(e);
+                problems.push((section, e));
                 Secret::stand_in()
             })
         };
         let token = match config.tokens.secret.load() {
             Err(SecretError::Missing { .. }) if config.tokens.signing_key.is_some() => None,
-            loaded => Some(or_stand_in(loaded)),
+            loaded => Some(or_stand_in("tokens", loaded)),
         };
-        let admin = or_stand_in(config.admin.token.load());
+        let admin = or_stand_in("admin", config.admin.token.load());
         let redis_password = match &config.store.backend {
-            StoreBackend::Redis(redis) => redis.password.as_ref().map(|p| or_stand_in(p.load_any_length())),
+            StoreBackend::Redis(redis) => {
+                redis.password.as_ref().map(|p| or_stand_in("store.redis", p.load_any_length()))
+            }
             StoreBackend::Sled { .. } => None,
         };
         (Secrets { token, admin, redis_password }, problems)

@@ -8,7 +8,6 @@
 //! maps HTTP back to operations, next to the forward mapping so the two are
 //! read (and tested) together.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,7 +85,7 @@ pub struct UpdateUser {
 }
 
 /// The body of [`UpdateUser`]: each field present is changed.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_admin: Option<bool>,
@@ -115,13 +114,13 @@ pub struct RevokeToken {
 pub struct Stats;
 
 /// A plain confirmation, e.g. of a deletion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Message {
     pub message: String,
 }
 
 /// The answer to [`RevokeToken`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TokenRevoked {
     pub message: String,
     pub token_id: String,
@@ -130,27 +129,10 @@ pub struct TokenRevoked {
 
 /// The answer to [`Stats`]. Fields in alphabetical order, the order the
 /// body has always had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StoreStats {
     pub revocations: usize,
     pub users: usize,
-}
-
-/// `GET /healthz` (unauthenticated).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    pub status: String,
-}
-
-/// `GET /readyz` (unauthenticated): 200 when ready, else 503.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    /// `ready` or `not_ready`.
-    pub status: String,
-    /// `ok` or `failing`.
-    pub store: String,
-    /// Each upstream address: `healthy` or `unhealthy`.
-    pub upstreams: BTreeMap<String, String>,
 }
 
 /// `/admin/users/{id}`.

@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::operations::{Health, Operation, Operator, Readiness, Request};
+use super::operations::{Operation, Operator, Request};
 use crate::accounts::Accounts;
 use crate::auth::bearer_token;
 use crate::config::Secret;
@@ -171,4 +172,21 @@ impl ServeHttp for AdminApi {
         }
         builder.body(reply.body).unwrap_or_else(|_| Response::new(ApiError::Internal.body()))
     }
+}
+
+/// `GET /healthz` (unauthenticated).
+#[derive(Serialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// `GET /readyz` (unauthenticated): 200 when ready, else 503.
+#[derive(Serialize)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `ok` or `failing`.
+    pub store: String,
+    /// Each upstream address: `healthy` or `unhealthy`.
+    pub upstreams: BTreeMap<String, String>,
 }

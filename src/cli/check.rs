@@ -12,7 +12,7 @@ pub(super) fn check_config(path: &Path) -> Result<(), CliError> {
     // Everything `serve` builds, but the store (a running gateway may hold it)
     // and the sockets: key files, TLS certificates, the token service. A
     // secret this machine lacks is a note, with a stand-in used for the rest.
-    let (secrets, missing) = Secrets::load_or_stand_in(&config);
+    let (secrets, mut missing) = Secrets::load_or_stand_in(&config);
     startup::prepare_with(&config, secrets)?;
     say!(
         "{}: ok ({} routes, default policy {}, upstreams {:?})",
@@ -31,8 +31,10 @@ pub(super) fn check_config(path: &Path) -> Result<(), CliError> {
             ),
         },
     }
-    for problem in missing {
-        say!("note: {problem} (needed by `gatehouse serve`)");
+    // The store's note first, right under the store line.
+    missing.sort_by_key(|(section, _)| *section != "store.redis");
+    for (section, problem) in missing {
+        say!("note: {section}: {problem} (needed by `gatehouse serve`)");
     }
     Ok(())
 }

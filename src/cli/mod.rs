@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, StoreBackend};
+use crate::config::{Config, KeyAlgorithm, LogFormat, RedisConfig, RedisTarget, StoreBackend, TokenConfig};
 use crate::server::{serve, RunOptions};
 use crate::store::migrate::sled_to_redis;
 use crate::store::{RedisStore, SledStore, StoreError};
@@ -209,7 +209,7 @@ fn migrate(config_path: &Path, from: &str, to: &str) -> Result<(), CliError> {
     // Prefix, timeouts, password and leeway come from the config (when there
     // is one) and its [store.redis] section; the URL on the command line wins.
     let config = if config_path.exists() { Some(Config::load(config_path)?) } else { None };
-    let leeway = config.as_ref().map_or(std::time::Duration::from_secs(5), |c| c.tokens.leeway);
+    let leeway = config.as_ref().map_or(TokenConfig::default().leeway, |c| c.tokens.leeway);
     let mut redis = match config.map(|c| c.store.backend) {
         Some(StoreBackend::Redis(redis)) => *redis,
         _ => RedisConfig::for_url(target),

@@ -36,7 +36,7 @@ pub use server::{RequestRules, ServerConfig, TlsConfig};
 pub use store::{
     check_redis_url, RedisConfig, RedisTarget, RedisUrlError, StoreBackend, StoreConfig, WhenUnreachable,
 };
-pub use tokens::{KeyAlgorithm, KeyConfig, TokenConfig};
+pub use tokens::{is_valid_kid, KeyAlgorithm, KeyConfig, TokenConfig};
 pub use upstream::{HealthCheckKind, Selection, UpstreamConfig};
 
 use crate::policy::RouteTable;

@@ -1,6 +1,6 @@
 //! `[store]` and `[store.redis]`: where users, revocations and (with Redis)
 //! login limits live. The Redis defaults are written once, in
-//! [`RedisConfig::with_target`], and shared by the config file and by
+//! `RedisConfig::with_target`, and shared by the config file and by
 //! `gatehouse migrate`, which may run without one.
 
 use std::path::{Path, PathBuf};

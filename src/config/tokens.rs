@@ -117,7 +117,7 @@ fn keys(entries: &[Spanned<file::KeyEntry>], base: &Path) -> Result<Vec<KeyConfi
     for entry in entries {
         let key = entry.get_ref();
         let kid = key.kid.get_ref();
-        if !crate::tokens::is_valid_kid(kid) {
+        if !is_valid_kid(kid) {
             return Err(Invalid::at(&key.kid, "a key's kid must be 1 to 64 visible characters"));
         }
         if keys.iter().any(|k| &k.kid == kid) {
@@ -140,4 +140,10 @@ fn signing_key(kid: &Spanned<String>, keys: &[KeyConfig]) -> Result<String, Inva
         Some(_) => Err(Invalid::at(kid, "the signing key needs a private_key")),
         None => Err(Invalid::at(kid, format!("no [[tokens.keys]] entry has the kid `{}`", kid.get_ref()))),
     }
+}
+
+/// The rule for a key id (`kid`): 1 to 64 visible ASCII characters, asked of
+/// every `[[tokens.keys]]` entry and by key generation.
+pub fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -3,9 +3,10 @@
 //!
 //! Phases (pingora `ProxyHttp`): `request_filter` decides and may answer
 //! (returning `Ok(true)` once a response is written); `upstream_peer` picks an
-//! upstream; `upstream_request_filter` strips every client-sent identity header
-//! before injecting ours, so the upstream can trust them; `logging` writes the
-//! access log line and counts the request, for every request.
+//! upstream; `upstream_request_filter` injects the identity headers (every
+//! client-sent copy was already removed when the request was canonicalised,
+//! see [`crate::request`]), so the upstream can trust them; `logging` writes
+//! the access log line and counts the request, for every request.
 //!
 //! Routes and upstreams live in a [`Live`] snapshot swapped atomically on
 //! reload: a request takes the snapshot once and uses it in every phase.

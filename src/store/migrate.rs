@@ -11,7 +11,7 @@ use crate::identity_text::comparison_key;
 use crate::store::{ImportClaims, RedisStore, SledStore, Store, StoreError, UserId};
 
 /// What a migration copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Migration {
     pub users: usize,
     /// Revocations still live (expired ones are skipped).

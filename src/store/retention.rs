@@ -1,7 +1,8 @@
 //! How long a revocation outlives its token. A token is still accepted for
 //! the verification leeway past its `exp`, so its revocation must be kept
-//! that long too, and not a moment less: the stores, the housekeeping purge
-//! and `gatehouse migrate` all ask this one rule.
+//! that long too, and not a moment less: the Redis store (entry expiry), the
+//! housekeeping purge of sled (its cutoff) and `gatehouse migrate` all ask
+//! this one rule.
 
 use std::time::Duration;
 

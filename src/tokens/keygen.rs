@@ -24,11 +24,11 @@ pub struct KeyFiles {
     pub public: PathBuf,
 }
 
-/// Whether keygen can use `kid`: a valid key id ([`super::is_valid_kid`], the
+/// Whether keygen can use `kid`: a valid key id ([`crate::config::is_valid_kid`], the
 /// one rule the config applies too) that is also safe as the start of a file
 /// name, since the files are named after it: letters, digits, `-`, `_` or `.`.
 pub fn is_usable_kid(kid: &str) -> bool {
-    super::is_valid_kid(kid)
+    crate::config::is_valid_kid(kid)
         && kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 

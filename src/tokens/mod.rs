@@ -354,12 +354,6 @@ fn validation(config: &TokenConfig, algorithm: Algorithm) -> Validation {
     validation
 }
 
-/// The rule for a key id (`kid`): 1 to 64 visible ASCII characters, asked by
-/// the config's `[[tokens.keys]]` and by key generation.
-pub fn is_valid_kid(kid: &str) -> bool {
-    !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// A new login-session (refresh family) id.
 pub fn new_family_id() -> String {
     new_token_id()

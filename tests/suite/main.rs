@@ -22,6 +22,7 @@ mod cli;
 mod differential;
 mod gateway;
 mod identities;
+mod in_process;
 mod keys;
 mod lenient;
 mod operations;
