@@ -12,7 +12,7 @@ use crate::accounts::{Accounts, Registration, UserView};
 use crate::auth::{bearer_token, Authenticator};
 use crate::config::EndpointConfig;
 use crate::error::ApiError;
-use crate::http_io::{parse_json, Reply};
+use crate::http_io::{parse_json, Message, Reply};
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
 use crate::store::UserChange;
@@ -69,11 +69,6 @@ struct LogoutRequest {
     /// Revoke every token of the user, on every device.
     #[serde(default)]
     everywhere: bool,
-}
-
-#[derive(Serialize)]
-struct Message {
-    message: &'static str,
 }
 
 pub struct BuiltIns {
@@ -279,13 +274,13 @@ impl BuiltIns {
         };
         if request.everywhere {
             self.accounts.change(auth.user.id, UserChange::RevokeAllTokens).await?;
-            return Ok(Message { message: "Logged out everywhere." });
+            return Ok(Message::new("Logged out everywhere."));
         }
         self.accounts.revoke(&auth.claims).await?;
         if let Some(claims) = refresh_claims {
             self.accounts.revoke(&claims).await?;
         }
-        Ok(Message { message: "Logged out." })
+        Ok(Message::new("Logged out."))
     }
 
     /// `DELETE {users}/{id}/tokens`: the user themself, or a fresh admin.
@@ -300,7 +295,7 @@ impl BuiltIns {
             })?;
         }
         self.accounts.change(id, UserChange::RevokeAllTokens).await?;
-        Ok(Message { message: "Every token of this user is revoked." })
+        Ok(Message::new("Every token of this user is revoked."))
     }
 
     async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
@@ -316,7 +311,7 @@ impl BuiltIns {
         let auth = self.auth.require_access(headers).await?;
         auth.require(true, true)?;
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
-        Ok(Message { message: "User deleted." })
+        Ok(Message::new("User deleted."))
     }
 }
 

@@ -7,7 +7,7 @@
 //! built-in endpoints and the admin API.
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A refusal that is answered to the client as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +92,14 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("the gateway failed unexpectedly; try again shortly")]
     Internal,
+}
+
+/// The JSON body of every refusal, `{"error": "<code>", "message": "<sentence>"}`:
+/// written by [`ApiError::body`], read back by the CLI from a running gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
 }
 
 impl ApiError {
@@ -198,12 +206,7 @@ impl ApiError {
 
     /// The JSON body sent to the client.
     pub fn body(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-            message: String,
-        }
-        serde_json::to_vec(&Body { error: self.code(), message: self.message() })
+        serde_json::to_vec(&ErrorBody { error: self.code().to_owned(), message: self.message() })
             .unwrap_or_else(|_| br#"{"error":"internal_error","message":"Unexpected failure."}"#.to_vec())
     }
 

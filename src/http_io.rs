@@ -3,9 +3,11 @@
 //! a JSON body parsed with one error vocabulary, and a complete JSON answer.
 //! They live apart from all three so none has to import another for them.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -14,6 +16,19 @@ pub(crate) use io::{declared_length, read_body, write_reply};
 
 /// The header that carries a request's id to the upstream and back to the client.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// A plain confirmation, `{"message": "..."}` (a logout, a deletion), from
+/// the built-in endpoints and the admin API alike.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub message: Cow<'static, str>,
+}
+
+impl Message {
+    pub const fn new(message: &'static str) -> Self {
+        Message { message: Cow::Borrowed(message) }
+    }
+}
 
 /// A complete JSON response.
 #[derive(Debug, Clone)]

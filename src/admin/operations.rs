@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Accounts, Registration, UserView};
 use crate::error::ApiError;
-use crate::http_io::parse_json;
+use crate::http_io::{parse_json, Message};
 use crate::store::{Store, UserChange, UserId};
 use crate::tokens::TokenService;
 
@@ -112,12 +112,6 @@ pub struct RevokeToken {
 
 /// `GET /admin/stats`.
 pub struct Stats;
-
-/// A plain confirmation, e.g. of a deletion.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Message {
-    pub message: String,
-}
 
 /// The answer to [`RevokeToken`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,7 +220,7 @@ impl Operation for DeleteUser {
     }
     async fn run(&self, operator: &Operator) -> Result<Message, ApiError> {
         operator.accounts.delete(self.id).await?;
-        Ok(Message { message: "User deleted.".into() })
+        Ok(Message::new("User deleted."))
     }
 }
 

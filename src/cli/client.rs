@@ -9,12 +9,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::{command_runtime, connect_redis, CliError};
 use crate::accounts::Accounts;
 use crate::admin::operations::{FindUser, Operation, Operator};
 use crate::config::{Config, Secret, StoreBackend};
+use crate::error::ErrorBody;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::store::{SledStore, Store, StoreError, UserId};
@@ -25,12 +24,6 @@ use crate::tokens::TokenService;
 pub(super) enum AdminClient {
     Local { operator: Operator, runtime: tokio::runtime::Runtime },
     Remote { base: String, token: Secret, http: reqwest::blocking::Client },
-}
-
-/// The part of a refusal's body the CLI shows (see [`crate::error::ApiError::body`]).
-#[derive(Deserialize)]
-struct Refusal {
-    message: Option<String>,
 }
 
 impl AdminClient {
@@ -99,8 +92,8 @@ impl AdminClient {
                 if status.is_success() {
                     serde_json::from_slice(&bytes).map_err(unexpected)
                 } else {
-                    let refusal: Refusal = serde_json::from_slice(&bytes).map_err(unexpected)?;
-                    Err(CliError::RemoteRefused(refusal.message))
+                    let refusal: ErrorBody = serde_json::from_slice(&bytes).map_err(unexpected)?;
+                    Err(CliError::RemoteRefused(Some(refusal.message)))
                 }
             }
         }
