@@ -10,9 +10,13 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use gatehouse::config::{Config, SecretSource};
+use gatehouse::server::{run, RunOptions};
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use serde_json::{json, Value};
 
 pub mod lenient;
@@ -301,6 +305,77 @@ impl Gateway {
         panic!("gateway did not start: {last_error}");
     }
 
+    /// One gateway for the whole test binary, for the tests that need no
+    /// fresh one: they forge their own tokens or send anonymous requests, and
+    /// read neither the upstream's record nor the log. It runs in this process
+    /// (`gatehouse::server::run`, no child to start per test), from the
+    /// standard test config loaded into the config model; what differs from
+    /// a child process is set on the model: the secrets, which this process's
+    /// environment does not carry.
+    pub fn shared() -> &'static Gateway {
+        static SHARED: OnceLock<(Upstream, Gateway)> = OnceLock::new();
+        &SHARED
+            .get_or_init(|| {
+                let upstream = Upstream::start();
+                let gateway = Gateway::start_in_process(&upstream, Options::default());
+                (upstream, gateway)
+            })
+            .1
+    }
+
+    fn start_in_process(upstream: &Upstream, options: Options) -> Gateway {
+        let mut gateway = Gateway {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            config_path: PathBuf::new(),
+            jwt_secret: options.jwt_secret.clone().unwrap_or_else(random_secret),
+            admin_token: random_secret(),
+            http: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        gateway.write_config(upstream, &options);
+        if options.seed_admin {
+            let out = gateway.cli(
+                &["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"],
+                ADMIN_PASSWORD,
+            );
+            assert!(
+                out.status.success(),
+                "seeding the admin failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut config = Config::load(&gateway.config_path).unwrap();
+        let secret_file = |name: &str, secret: &str| {
+            let path = gateway.dir.path().join(name);
+            std::fs::write(&path, secret).unwrap();
+            Some(path)
+        };
+        config.tokens.secret = SecretSource {
+            env: None,
+            file: secret_file("jwt-secret", &gateway.jwt_secret),
+            ..config.tokens.secret
+        };
+        config.admin.token = SecretSource {
+            env: None,
+            file: secret_file("admin-token", &gateway.admin_token),
+            ..config.admin.token
+        };
+        std::thread::spawn(move || run(config, RunOptions::default(), Box::new(NeverStop)));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(gateway.addr).is_err() || TcpStream::connect(gateway.admin_addr).is_err() {
+            assert!(Instant::now() < deadline, "the shared gateway did not listen in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gateway.wait_for_store();
+        gateway
+    }
+
     /// Waits until `/readyz` says the store works: a Redis store connects in
     /// the background, and until it has, built-in endpoints answer 503.
     fn wait_for_store(&self) {
@@ -539,6 +614,16 @@ max_body_bytes = 2048
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The shared gateway's shutdown signal: it runs until the test binary exits.
+struct NeverStop;
+
+#[async_trait]
+impl ShutdownSignalWatch for NeverStop {
+    async fn recv(&self) -> ShutdownSignal {
+        std::future::pending().await
     }
 }
 

@@ -510,11 +510,11 @@ fn lower_case_methods_and_relative_targets_are_refused_not_forwarded() {
 
 #[test]
 fn underscore_spellings_and_forwarding_headers_never_reach_the_upstream() {
-    let (_upstream, gw) = setup();
+    let gw = Gateway::shared();
     let extra = "X_Auth_User_Id: 1\r\nx_auth_admin: true\r\nX-Auth_User-Id: 1\r\nX-Forwarded-For: 6.6.6.6\r\n\
                  X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\
                  Content_Length: 5\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\n";
-    let (status, body) = get_raw(&gw, "/debug/echo/public/x", extra);
+    let (status, body) = get_raw(gw, "/debug/echo/public/x", extra);
     assert_eq!(status, 200, "{body}");
     let echo: Value = serde_json::from_str(&body).unwrap();
     let headers = echo["headers"].as_object().unwrap();
@@ -537,7 +537,7 @@ fn underscore_spellings_and_forwarding_headers_never_reach_the_upstream() {
 /// first header and lets `keep-alive` win, and the client would wait.
 #[test]
 fn close_in_any_connection_header_closes_the_connection() {
-    let (_upstream, gw) = setup();
+    let gw = Gateway::shared();
     for connection in ["Connection: keep-alive\r\nConnection: close\r\n", "Connection: keep-alive, close\r\n"]
     {
         let mut stream = TcpStream::connect(gw.addr).unwrap();

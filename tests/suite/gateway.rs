@@ -295,7 +295,7 @@ fn denied_and_unmatched_routes_never_reach_the_upstream() {
 
 #[test]
 fn missing_tokens_get_an_rfc6750_challenge() {
-    let (_upstream, gw) = setup();
+    let gw = Gateway::shared();
     let resp = gw.http.get(gw.url("/item/chair")).send().unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
@@ -320,7 +320,7 @@ fn tokens_expire_after_their_ttl() {
 
 #[test]
 fn wrong_password_and_unknown_email_look_the_same() {
-    let (_upstream, gw) = setup();
+    let gw = Gateway::shared();
     let wrong =
         gw.post("/login", None, json!({"email": crate::common::ADMIN_EMAIL, "password": "not-the-password"}));
     let unknown =
