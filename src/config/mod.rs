@@ -42,14 +42,25 @@ pub use upstream::{HealthCheckKind, Selection, UpstreamConfig};
 use crate::policy::RouteTable;
 use values::Invalid;
 
-/// A config problem, located in its file.
+/// A config problem, located in its file: `file:line:column: message`, or
+/// `file: message` when it has no position (the file cannot be read, or the
+/// parser named no place).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", file.display())]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// 1-based; 0 when the problem has no position in the text.
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file.display(), self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file.display(), self.column, self.message),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -146,6 +157,15 @@ mod tests {
 
     use super::*;
     use crate::policy::Policy;
+
+    #[test]
+    fn an_unreadable_file_is_named_without_a_made_up_position() {
+        let err = Config::load(Path::new("/nonexistent/gatehouse.toml")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("/nonexistent/gatehouse.toml: cannot read the config file: "),
+            "{err}"
+        );
+    }
 
     const MINIMAL: &str = r#"
 [upstream]
