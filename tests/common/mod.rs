@@ -259,7 +259,9 @@ impl Gateway {
         self.child.as_ref().expect("gateway running").id()
     }
 
-    pub fn start(upstream: &Upstream, options: Options) -> Gateway {
+    /// A gateway not yet running: its directory, secrets and config file,
+    /// and (unless `seed_admin` is off) the admin account in its store.
+    fn prepare(upstream: &Upstream, options: &Options) -> Gateway {
         let mut gateway = Gateway {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -274,7 +276,7 @@ impl Gateway {
                 .unwrap(),
             dir: tempfile::tempdir().unwrap(),
         };
-        gateway.write_config(upstream, &options);
+        gateway.write_config(upstream, options);
         if options.seed_admin {
             let out = gateway.cli(
                 &["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"],
@@ -286,6 +288,11 @@ impl Gateway {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        gateway
+    }
+
+    pub fn start(upstream: &Upstream, options: Options) -> Gateway {
+        let mut gateway = Gateway::prepare(upstream, &options);
         let mut last_error = String::new();
         for _attempt in 0..3 {
             match gateway.spawn() {
@@ -324,32 +331,7 @@ impl Gateway {
     }
 
     fn start_in_process(upstream: &Upstream, options: Options) -> Gateway {
-        let mut gateway = Gateway {
-            child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
-            config_path: PathBuf::new(),
-            jwt_secret: options.jwt_secret.clone().unwrap_or_else(random_secret),
-            admin_token: random_secret(),
-            http: reqwest::blocking::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        gateway.write_config(upstream, &options);
-        if options.seed_admin {
-            let out = gateway.cli(
-                &["user", "add", "--email", ADMIN_EMAIL, "--username", "admin", "--admin"],
-                ADMIN_PASSWORD,
-            );
-            assert!(
-                out.status.success(),
-                "seeding the admin failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let gateway = Gateway::prepare(upstream, &options);
         let mut config = Config::load(&gateway.config_path).unwrap();
         let secret_file = |name: &str, secret: &str| {
             let path = gateway.dir.path().join(name);
