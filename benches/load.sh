@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end load bench: Gatehouse beside HAProxy's native JWT check, a plain
+# End-to-end load bench: Gatehouse beside a bare pingora pass-through, HAProxy's native JWT check, a plain
 # nginx proxy hop and the upstreams alone, all on 127.0.0.1.
 #
 #   bash benches/load.sh                 # 10 s per row, 1 worker thread each
@@ -19,11 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    # Debian starts nginx and redis-server as services on install; the bench
-    # runs its own. The Redis service goes through its init script (its pid
-    # file), so a redis-server started by anything else is left alone.
-    command -v systemctl >/dev/null && systemctl stop nginx redis-server 2>/dev/null || true
+    # Debian starts nginx, haproxy and redis-server as services on install;
+    # the bench runs its own. The HAProxy and Redis services go through their
+    # init scripts (their pid files), so copies started by anything else are
+    # left alone.
+    command -v systemctl >/dev/null && systemctl stop nginx haproxy redis-server 2>/dev/null || true
     pkill -x nginx 2>/dev/null || true
+    service haproxy stop >/dev/null 2>&1 || true
     service redis-server stop >/dev/null 2>&1 || true
   else
     echo "load bench: please install ${missing[*]}" >&2
@@ -35,6 +37,6 @@ if [ ! -d ../shared/peers ]; then
   exit 1
 fi
 
-cargo build --release --workspace --quiet
+cargo build --release --workspace --bins --example bare_pingora --quiet
 cargo bench --no-run --quiet --bench seed_revocations
 exec python3 benches/load.py "$@"
