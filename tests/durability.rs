@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::config::text;
 use common::{admin_api, Gateway, Options, Upstream};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -35,7 +36,7 @@ fn expired_revocations_are_purged_in_the_background() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { access_ttl: "1s", ..Options::default() }.with_store_extra("purge_interval = \"1s\""),
+        Options { access_ttl: "1s", ..Options::default() }.config(|c| c.store.purge_interval = text("1s")),
     );
     for _ in 0..5 {
         let (access, _) = gw.admin_login();

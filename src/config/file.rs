@@ -5,17 +5,21 @@
 //! values that can be wrong in ways serde can't see are kept [`Spanned`] so
 //! errors point at the line and column.
 //!
+//! The types also serialise, so a config can be built as a value and written
+//! out as TOML (the integration tests build theirs this way); what they write
+//! parses back to the same model.
+//!
 //! Enumerated values are serde enums (their words spelled by `rename_all`)
 //! read through [`Word`], so a wrong word is refused by the parser itself, at
 //! its own line and column, with a message that names the key and the choices.
 
 use serde::de::{Error as _, IntoDeserializer};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
 use super::{KeyAlgorithm, LogFormat, Selection, WhenUnreachable};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -37,176 +41,260 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub policy: PolicySection,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Spanned<RouteEntry>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<Spanned<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded_header: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub underscore_headers: Option<crate::request::UnderscoreHeaders>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub method_override: Option<crate::request::MethodOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Word<LogFormat>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     pub addresses: Vec<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pass_authorization: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_header_prefix: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<Word<Selection>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<Word<HealthCheck>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check_interval: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion_ttl: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub websocket_close_at_expiry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub websocket_max_duration: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokensSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_ttl: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_ttl: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leeway: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_cache_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<Spanned<KeyEntry>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     pub kid: Spanned<String>,
     pub algorithm: Word<KeyAlgorithm>,
     pub public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<Spanned<Word<Backend>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub purge_interval: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<Spanned<RedisSection>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinels: Option<Vec<Spanned<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub master_name: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub db: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<Spanned<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub when_unreachable: Option<Word<WhenUnreachable>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub login_per_ip_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failures_before_backoff: Option<Spanned<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_backoff: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub account_failures_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<Spanned<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_read_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_idle_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_kib: Option<Spanned<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iterations: Option<Spanned<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<Spanned<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_hashes: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_registration: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<Spanned<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteEntry {
     pub path: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<Spanned<String>>,
     pub policy: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
 }
 
 /// `upstream.health_check`: the kind of check, before `health_check_path`
 /// gives the `http` kind its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheck {
     None,
@@ -215,7 +303,7 @@ pub enum HealthCheck {
 }
 
 /// `store.backend`, before `path` or `[store.redis]` says where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sled,
@@ -223,7 +311,8 @@ pub enum Backend {
 }
 
 /// An enumerated value written as a word. The enum's own serde derive maps
-/// the word; [`Choice::unknown`] says what is wrong with any other word.
+/// the word both ways; [`Choice::unknown`] says what is wrong with any other
+/// word.
 #[derive(Debug, Clone, Copy)]
 pub struct Word<T>(pub T);
 
@@ -238,6 +327,14 @@ impl<'de, T: Choice> Deserialize<'de> for Word<T> {
         let word = String::deserialize(deserializer)?;
         let parsed: Result<T, serde::de::value::Error> = T::deserialize(word.as_str().into_deserializer());
         parsed.map(Word).map_err(|_| D::Error::custom(T::unknown(&word)))
+    }
+}
+
+/// Written as the enum writes itself, so a model built in code (the test
+/// harness's configs) serialises to the words the parser reads back.
+impl<T: Serialize> Serialize for Word<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
@@ -274,5 +371,45 @@ impl Choice for Backend {
 impl Choice for WhenUnreachable {
     fn unknown(word: &str) -> String {
         format!("store.redis.when_unreachable `{word}`: expected \"fail_closed\" or \"fail_open\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::FileConfig;
+    use crate::config::Config;
+
+    /// Every shipped config, written back out from its file model, validates
+    /// to the same `Config`: serialising loses and changes nothing.
+    #[test]
+    fn shipped_configs_round_trip_through_the_model() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let model: FileConfig = toml::from_str(&text).unwrap();
+            let written = toml::to_string(&model).unwrap();
+            let original = Config::parse(&text, &path).unwrap();
+            let again = Config::parse(&written, &path).unwrap_or_else(|e| panic!("{e}\n{written}"));
+            assert_eq!(stable_debug(&original), stable_debug(&again), "{}:\n{written}", path.display());
+            checked += 1;
+        }
+        assert!(checked >= 2, "found only {checked} configs in {}", dir.display());
+    }
+
+    /// `{config:?}` without the route table's index by first segment: a
+    /// `HashMap`, so its order differs between two builds of the same table,
+    /// and it is derived from the routes, which are compared in order.
+    fn stable_debug(config: &Config) -> String {
+        let text = format!("{config:?}");
+        let start = text.find("by_first_segment: {").expect("the route table has its index");
+        let end = start + text[start..].find('}').expect("the index ends");
+        format!("{}{}", &text[..start], &text[end + 1..])
     }
 }

@@ -1,11 +1,11 @@
 //! `[log]`: how the gateway's own log lines look. Kept apart from `[server]`
 //! because the CLI reads it too, before anything is served.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::file;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,

@@ -11,7 +11,7 @@
 
 mod admin;
 mod endpoints;
-mod file;
+pub mod file;
 mod limits;
 mod logging;
 mod passwords;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::file::{self, Backend};
@@ -57,7 +57,7 @@ pub enum RedisTarget {
 }
 
 /// What proxied requests get while Redis can't be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenUnreachable {
     /// 503 `store_unavailable`: nothing is allowed that might have been revoked.

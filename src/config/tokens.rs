@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::IntoDeserializer;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::file;
@@ -32,7 +32,7 @@ pub struct TokenConfig {
 }
 
 /// Algorithms an asymmetric key can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum KeyAlgorithm {
     #[serde(rename = "EdDSA")]
     EdDsa,

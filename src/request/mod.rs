@@ -81,7 +81,7 @@ pub enum HeaderError {
     InvalidContentType,
 }
 /// What the `_method` query parameter gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodOverride {
     /// A request carrying it is refused with 400 `method_override_refused`.
@@ -92,7 +92,7 @@ pub enum MethodOverride {
 }
 
 /// What header names containing `_` get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnderscoreHeaders {
     /// Removed before the request is judged (nginx's default).

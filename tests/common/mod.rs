@@ -10,15 +10,18 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use gatehouse::config::file::FileConfig;
 use gatehouse::config::{Config, SecretSource};
 use gatehouse::server::{run, RunOptions};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use serde_json::{json, Value};
 
+pub mod config;
 pub mod lenient;
 pub mod redis;
 
@@ -126,24 +129,15 @@ pub fn random_secret() -> String {
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 36]>())
 }
 
-/// How to configure a test gateway.
+/// A change to a test gateway's config model.
+pub type Change = Rc<dyn Fn(&mut FileConfig)>;
+
+/// How to configure a test gateway; `Clone` to start several alike.
+#[derive(Clone)]
 pub struct Options {
     pub access_ttl: &'static str,
     /// After SIGTERM, how long in-flight requests get.
     pub grace_period: &'static str,
-    /// Extra TOML appended to the generated config (sections or routes).
-    pub extra: String,
-    /// Replaces the `[upstream]` extras (e.g. `pass_authorization = true`).
-    pub upstream_extra: String,
-    pub endpoints_extra: String,
-    /// Lines added to the `[store]` section.
-    pub store_extra: String,
-    /// Lines added to the `[server]` section.
-    pub server_extra: String,
-    /// Lines added to the `[tokens]` section.
-    pub tokens_extra: String,
-    /// TOML placed before every section (e.g. a `[log]` table).
-    pub head: String,
     /// Upstream addresses instead of the one test upstream.
     pub upstreams: Option<Vec<String>>,
     pub seed_admin: bool,
@@ -153,11 +147,15 @@ pub struct Options {
     /// Redis store connects in the background). `false` for a gateway whose
     /// store is meant to fail.
     pub wait_for_store: bool,
+    /// Changes to the standard config (`config::standard`), in order.
+    pub changes: Vec<Change>,
 }
 
 impl Options {
-    pub fn with_store_extra(mut self, lines: &str) -> Self {
-        self.store_extra = lines.to_owned();
+    /// Adds a change to the standard config, e.g.
+    /// `.config(|c| c.endpoints.allow_registration = Some(false))`.
+    pub fn config(mut self, change: impl Fn(&mut FileConfig) + 'static) -> Self {
+        self.changes.push(Rc::new(change));
         self
     }
 }
@@ -167,77 +165,14 @@ impl Default for Options {
         Options {
             access_ttl: "15m",
             grace_period: "0s",
-            extra: String::new(),
-            upstream_extra: String::new(),
-            endpoints_extra: String::new(),
-            store_extra: String::new(),
-            server_extra: String::new(),
-            tokens_extra: String::new(),
-            head: String::new(),
             upstreams: None,
             seed_admin: true,
             jwt_secret: None,
             wait_for_store: true,
+            changes: Vec::new(),
         }
     }
 }
-
-/// The routes every test gateway has: the demo's, plus echo routes per policy.
-const ROUTES: &str = r#"
-[[routes]]
-path = "/item/{name}"
-methods = ["GET"]
-policy = "any"
-
-[[routes]]
-path = "/item/{name}"
-methods = ["POST"]
-policy = "fresh"
-
-[[routes]]
-path = "/item/{name}"
-methods = ["DELETE"]
-policy = "admin"
-
-[[routes]]
-path = "/items"
-methods = ["GET"]
-policy = "optional"
-
-[[routes]]
-path = "/product/{name}"
-methods = ["DELETE"]
-policy = "admin"
-fresh = true
-
-[[routes]]
-path = "/debug/echo/public/**"
-policy = "public"
-
-[[routes]]
-path = "/debug/echo/optional/**"
-policy = "optional"
-
-[[routes]]
-path = "/debug/echo/any/**"
-policy = "any"
-
-[[routes]]
-path = "/debug/echo/fresh/**"
-policy = "fresh"
-
-[[routes]]
-path = "/debug/echo/admin/**"
-policy = "admin"
-
-[[routes]]
-path = "/debug/echo/deny/**"
-policy = "deny"
-
-[[routes]]
-path = "/debug/slow"
-policy = "public"
-"#;
 
 pub struct Gateway {
     child: Option<Child>,
@@ -245,6 +180,8 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The config as last written to `config_path`.
+    pub config: FileConfig,
     pub jwt_secret: String,
     pub admin_token: String,
     pub http: reqwest::blocking::Client,
@@ -262,11 +199,14 @@ impl Gateway {
     /// A gateway not yet running: its directory, secrets and config file,
     /// and (unless `seed_admin` is off) the admin account in its store.
     fn prepare(upstream: &Upstream, options: &Options) -> Gateway {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut gateway = Gateway {
             child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            addr,
+            admin_addr: addr,
             config_path: PathBuf::new(),
+            // Replaced by `write_config` below, with ports and options.
+            config: config::standard(addr, addr, &[], "", ""),
             jwt_secret: options.jwt_secret.clone().unwrap_or_else(random_secret),
             admin_token: random_secret(),
             http: reqwest::blocking::Client::builder()
@@ -383,65 +323,26 @@ impl Gateway {
     fn write_config(&mut self, upstream: &Upstream, options: &Options) {
         self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         self.admin_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            r#"
-{head}
-[server]
-listen = ["{addr}"]
-threads = 1
-grace_period = "{grace}"
-shutdown_timeout = "1s"
-{server_extra}
-
-[admin]
-listen = "{admin_addr}"
-
-[upstream]
-addresses = [{upstreams}]
-{upstream_extra}
-
-[tokens]
-access_ttl = "{ttl}"
-leeway = "0s"
-{tokens_extra}
-
-[store]
-path = "data"
-{store_extra}
-
-[passwords]
-memory_kib = 1024
-iterations = 1
-
-[endpoints]
-max_body_bytes = 2048
-{endpoints_extra}
-{routes}
-{extra}
-"#,
-            addr = self.addr,
-            admin_addr = self.admin_addr,
-            upstreams = options
-                .upstreams
-                .clone()
-                .unwrap_or_else(|| vec![upstream.addr.to_string()])
-                .iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            head = options.head,
-            grace = options.grace_period,
-            server_extra = options.server_extra,
-            tokens_extra = options.tokens_extra,
-            upstream_extra = options.upstream_extra,
-            ttl = options.access_ttl,
-            endpoints_extra = options.endpoints_extra,
-            store_extra = options.store_extra,
-            routes = ROUTES,
-            extra = options.extra,
+        let upstreams = options.upstreams.clone().unwrap_or_else(|| vec![upstream.addr.to_string()]);
+        self.config = config::standard(
+            self.addr,
+            self.admin_addr,
+            &upstreams,
+            options.access_ttl,
+            options.grace_period,
         );
+        for change in &options.changes {
+            change(&mut self.config);
+        }
         self.config_path = self.dir.path().join("gatehouse.toml");
-        std::fs::write(&self.config_path, config).unwrap();
+        self.rewrite_config(|_| {});
+    }
+
+    /// Changes the config and writes it to `config_path` (for a reload or a
+    /// restart to pick up).
+    pub fn rewrite_config(&mut self, change: impl FnOnce(&mut FileConfig)) {
+        change(&mut self.config);
+        std::fs::write(&self.config_path, toml::to_string(&self.config).unwrap()).unwrap();
     }
 
     /// Starts (or restarts) the gateway process and waits for both listeners.

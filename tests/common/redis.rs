@@ -8,7 +8,18 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gatehouse::config::file::{Backend, FileConfig, RedisSection, Word};
+
+use super::config::{spanned, text};
 use super::free_port;
+
+/// A config change: the store's backend is Redis, configured by `redis`.
+pub fn on_redis(redis: RedisSection) -> impl Fn(&mut FileConfig) + 'static {
+    move |c| {
+        c.store.backend = Some(spanned(Word(Backend::Redis)));
+        c.store.redis = Some(spanned(redis.clone()));
+    }
+}
 
 pub struct RedisServer {
     pub port: u16,
@@ -100,12 +111,20 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
-    /// `[store]` lines for a test gateway on this Redis.
-    pub fn store_lines(&self, extra: &str) -> String {
-        format!(
-            "backend = \"redis\"\n[store.redis]\nurl = \"{}\"\ncommand_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\n{extra}\n",
-            self.url()
-        )
+    /// `[store.redis]` for a test gateway on this Redis, with short timeouts
+    /// so a stopped server is noticed quickly; give it to [`on_redis`].
+    pub fn section(&self) -> RedisSection {
+        RedisSection {
+            url: text(&self.url()),
+            command_timeout: text("300ms"),
+            connect_timeout: text("300ms"),
+            ..RedisSection::default()
+        }
+    }
+
+    /// The change that puts a test gateway's store on this Redis.
+    pub fn store(&self) -> impl Fn(&mut FileConfig) + 'static {
+        on_redis(self.section())
     }
 
     fn spawn(&mut self) {

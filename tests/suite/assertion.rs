@@ -7,10 +7,13 @@ use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use gatehouse::config::file::{HealthCheck, KeyEntry, Word};
+use gatehouse::config::KeyAlgorithm;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use upstream_mock::{MockOptions, VerifyOptions};
 
+use crate::common::config::{spanned, text};
 use crate::common::{binary, Gateway, Options, Upstream};
 
 struct Setup {
@@ -31,18 +34,22 @@ fn setup() -> Setup {
     // The gateway's address goes into the mock's options, so start the gateway
     // first, pointed at the mock's (already bound) address.
     let placeholder = Upstream::start();
+    let key_dir = keys.path().display().to_string();
     let gw = Gateway::start(
         &placeholder,
-        Options {
-            upstreams: Some(vec![upstream_addr.to_string()]),
-            upstream_extra: "name = \"items\"\nassertion = true\nhealth_check = \"none\"".into(),
-            tokens_extra: "signing_key = \"ed1\"".into(),
-            extra: format!(
-                "\n[[tokens.keys]]\nkid = \"ed1\"\nalgorithm = \"EdDSA\"\npublic_key = \"{0}/ed1.pub.pem\"\nprivate_key = \"{0}/ed1.key.pem\"\n",
-                keys.path().display()
-            ),
-            ..Options::default()
-        },
+        Options { upstreams: Some(vec![upstream_addr.to_string()]), ..Options::default() }.config(move |c| {
+            let upstream = c.upstream.get_mut();
+            upstream.name = Some("items".into());
+            upstream.assertion = Some(true);
+            upstream.health_check = Some(Word(HealthCheck::None));
+            c.tokens.signing_key = text("ed1");
+            c.tokens.keys.push(spanned(KeyEntry {
+                kid: spanned("ed1".into()),
+                algorithm: Word(KeyAlgorithm::EdDsa),
+                public_key: format!("{key_dir}/ed1.pub.pem"),
+                private_key: Some(format!("{key_dir}/ed1.key.pem")),
+            }));
+        }),
     );
     let verify = VerifyOptions { jwks_url: gw.url("/.well-known/jwks.json"), audience: "items".into() };
     let upstream =

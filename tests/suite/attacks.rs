@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use gatehouse::config::file::{HealthCheck, LimitsSection, Word};
+use gatehouse::request::UnderscoreHeaders;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use crate::common::config::{route, spanned, text};
 use crate::common::{raw, Gateway, Options, Upstream};
 
 fn setup() -> (Upstream, Gateway) {
@@ -350,16 +353,16 @@ fn logout_everywhere_revokes_every_token_of_the_user() {
 
 // ---- Login abuse ----
 
-fn limited_gateway(limits: &str) -> (Upstream, Gateway) {
+fn limited_gateway(limits: LimitsSection) -> (Upstream, Gateway) {
     let upstream = Upstream::start();
-    let gw =
-        Gateway::start(&upstream, Options { extra: format!("[limits]\n{limits}\n"), ..Options::default() });
+    let gw = Gateway::start(&upstream, Options::default().config(move |c| c.limits = limits.clone()));
     (upstream, gw)
 }
 
 #[test]
 fn login_attempts_per_ip_are_rate_limited_with_retry_after() {
-    let (_upstream, gw) = limited_gateway("login_per_ip_per_minute = 4");
+    let (_upstream, gw) =
+        limited_gateway(LimitsSection { login_per_ip_per_minute: Some(4), ..LimitsSection::default() });
     let attempt = || {
         gw.http
             .post(gw.url("/login"))
@@ -383,7 +386,11 @@ fn login_attempts_per_ip_are_rate_limited_with_retry_after() {
 
 #[test]
 fn password_guessing_backs_off_per_ip_but_cannot_lock_the_owner_out() {
-    let (_upstream, gw) = limited_gateway("failures_before_backoff = 2\nmax_backoff = \"2s\"");
+    let (_upstream, gw) = limited_gateway(LimitsSection {
+        failures_before_backoff: Some(spanned(2)),
+        max_backoff: text("2s"),
+        ..LimitsSection::default()
+    });
     let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "guess-guess"});
     let right = json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD});
     assert_eq!(gw.post("/login", None, wrong.clone()).0, 401);
@@ -420,7 +427,11 @@ fn oversized_headers_are_refused_with_431() {
 
 #[test]
 fn slow_bodies_and_idle_connections_are_cut_off() {
-    let (_upstream, gw) = limited_gateway("client_read_timeout = \"1s\"\nclient_idle_timeout = \"1s\"");
+    let (_upstream, gw) = limited_gateway(LimitsSection {
+        client_read_timeout: text("1s"),
+        client_idle_timeout: text("1s"),
+        ..LimitsSection::default()
+    });
     // A body that never arrives: the gateway gives up instead of waiting forever.
     let mut slow = TcpStream::connect(gw.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -558,7 +569,7 @@ fn underscore_headers_can_be_refused_instead() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { server_extra: "underscore_headers = \"reject\"".into(), ..Options::default() },
+        Options::default().config(|c| c.server.underscore_headers = Some(UnderscoreHeaders::Reject)),
     );
     let (status, body) = get_raw(&gw, "/debug/echo/public/x", "X_Anything: 1\r\n");
     assert_eq!((status, error_code(&body).as_str()), (400, "invalid_header"), "{body}");
@@ -609,10 +620,7 @@ fn an_oversized_login_body_gets_its_json_answer_not_a_reset() {
 #[test]
 fn a_built_in_body_that_trickles_is_cut_off_at_its_deadline() {
     let upstream = Upstream::start();
-    let gw = Gateway::start(
-        &upstream,
-        Options { endpoints_extra: "body_timeout = \"1s\"".into(), ..Options::default() },
-    );
+    let gw = Gateway::start(&upstream, Options::default().config(|c| c.endpoints.body_timeout = text("1s")));
     let mut stream = TcpStream::connect(gw.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.write_all(b"POST /login HTTP/1.1\r\nHost: g\r\nContent-Length: 40\r\n\r\n").unwrap();
@@ -655,11 +663,11 @@ fn behind_trusted_proxies_login_limits_count_real_clients() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            server_extra: "trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = true".into(),
-            extra: "[limits]\nlogin_per_ip_per_minute = 2\n".into(),
-            ..Options::default()
-        },
+        Options::default().config(|c| {
+            c.server.trusted_proxies = Some(vec![spanned("127.0.0.1".into())]);
+            c.server.forwarded_header = Some(true);
+            c.limits.login_per_ip_per_minute = Some(2);
+        }),
     );
     let login = |client: &str| {
         gw.http
@@ -692,7 +700,8 @@ fn behind_trusted_proxies_login_limits_count_real_clients() {
 
 #[test]
 fn an_untrusted_peer_cannot_choose_its_client_address() {
-    let (_upstream, gw) = limited_gateway("login_per_ip_per_minute = 2");
+    let (_upstream, gw) =
+        limited_gateway(LimitsSection { login_per_ip_per_minute: Some(2), ..LimitsSection::default() });
     let login = |client: &str| {
         gw.http
             .post(gw.url("/login"))
@@ -737,11 +746,8 @@ fn an_upstream_cannot_open_a_tunnel_nobody_authorised() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            upstreams: Some(vec![addr.to_string()]),
-            upstream_extra: "health_check = \"none\"".into(),
-            ..Options::default()
-        },
+        Options { upstreams: Some(vec![addr.to_string()]), ..Options::default() }
+            .config(|c| c.upstream.get_mut().health_check = Some(Word(HealthCheck::None))),
     );
     let mut stream = TcpStream::connect(gw.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -764,10 +770,7 @@ fn an_upstream_cannot_open_a_tunnel_nobody_authorised() {
 #[test]
 fn a_header_section_that_trickles_is_cut_off_at_its_deadline() {
     let upstream = Upstream::start();
-    let gw = Gateway::start(
-        &upstream,
-        Options { server_extra: "header_timeout = \"1s\"".into(), ..Options::default() },
-    );
+    let gw = Gateway::start(&upstream, Options::default().config(|c| c.server.header_timeout = text("1s")));
     // A plain slow head; one after a kept-alive request (the deadline holds
     // for every request on a connection); one behind empty lines, which the
     // parser skips and which must not pass for the end of the head.
@@ -817,9 +820,11 @@ fn send_in_pieces(gw: &Gateway, head: &str, pieces: &[&[u8]]) -> (u16, String) {
 fn method_override_fields_in_form_bodies_are_refused_before_the_upstream() {
     // Anyone may POST a form here, but only admins may DELETE: an override matters.
     let upstream = Upstream::start();
-    let routes =
-        "[[routes]]\npath = \"/debug/echo/public/forms/**\"\nmethods = [\"DELETE\"]\npolicy = \"admin\"\n";
-    let gw = Gateway::start(&upstream, Options { extra: routes.into(), ..Options::default() });
+    let gw = Gateway::start(
+        &upstream,
+        Options::default()
+            .config(|c| c.routes.push(route("/debug/echo/public/forms/**", &["DELETE"], "admin"))),
+    );
     let post = |content_type: &str, pieces: &[&[u8]]| {
         let length: usize = pieces.iter().map(|p| p.len()).sum();
         let head = format!(

@@ -73,11 +73,15 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use gatehouse::config::file::{FileConfig, HealthCheck, LogSection, Word};
+use gatehouse::config::LogFormat;
+use gatehouse::request::UnderscoreHeaders;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::common::config::{route, spanned};
 use crate::common::{Gateway, Options, Upstream};
 
 const DEFAULT_SEED: u64 = 0x6a7e_4055_d1ff_0001;
@@ -118,20 +122,36 @@ const FORWARDED_URL: [&str; 3] = ["x-forwarded-port", "x-forwarded-prefix", "x-f
 /// public catch-all (the dangerous common setup: every unmatched request goes
 /// through without a token, so a path or method the gateway reads differently
 /// from the upstream is a bypass).
-const EXTRA_ROUTES: &str = r#"
-[[routes]]
-path = "/admin/**"
-policy = "admin"
+fn add_extra_routes(c: &mut FileConfig) {
+    let mut ws = route("/ws/**", &[], "any");
+    ws.get_mut().websocket = true;
+    c.routes.extend([route("/admin/**", &[], "admin"), ws, route("/**", &[], "public")]);
+}
 
-[[routes]]
-path = "/ws/**"
-policy = "any"
-websocket = true
+/// The `[server]` settings a world can start with; the model reads them back.
+#[derive(Clone, Copy, Default)]
+struct Server {
+    /// `trusted_proxies = ["127.0.0.1/32"]`: the test peer is a trusted proxy.
+    trusted_peer: bool,
+    /// `underscore_headers = "reject"`.
+    underscore_reject: bool,
+    /// `forwarded_header = true`.
+    forwarded_header: bool,
+}
 
-[[routes]]
-path = "/**"
-policy = "public"
-"#;
+impl Server {
+    fn apply(self, c: &mut FileConfig) {
+        if self.trusted_peer {
+            c.server.trusted_proxies = Some(vec![spanned("127.0.0.1/32".into())]);
+        }
+        if self.underscore_reject {
+            c.server.underscore_headers = Some(UnderscoreHeaders::Reject);
+        }
+        if self.forwarded_header {
+            c.server.forwarded_header = Some(true);
+        }
+    }
+}
 
 // ============================================================================
 // Recording upstream
@@ -867,7 +887,7 @@ fn non_canonical(target: &[u8]) -> Option<String> {
 }
 
 // ============================================================================
-// A model of the route table (harness routes + EXTRA_ROUTES)
+// A model of the route table (harness routes + add_extra_routes)
 // ============================================================================
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -2103,21 +2123,23 @@ fn identity(token: String, username: &str, email: &str) -> Identity {
 }
 
 impl World {
-    fn start(server_extra: &str) -> World {
+    fn start(server: Server) -> World {
         let recorder = Recorder::start();
         // The harness wants an upstream-mock; the gateway is pointed at the recorder instead.
         let mock = Upstream::start();
         let gw = Gateway::start(
             &mock,
             Options {
-                head: "[log]\nformat = \"json\"\nlevel = \"info\"\n".into(),
                 upstreams: Some(vec![recorder.addr.to_string()]),
-                upstream_extra: "health_check = \"none\"".into(),
-                server_extra: server_extra.into(),
-                extra: EXTRA_ROUTES.into(),
                 grace_period: "0s",
                 ..Options::default()
-            },
+            }
+            .config(move |c| {
+                c.log = LogSection { format: Some(Word(LogFormat::Json)), level: Some("info".into()) };
+                c.upstream.get_mut().health_check = Some(Word(HealthCheck::None));
+                server.apply(c);
+                add_extra_routes(c);
+            }),
         );
         let (admin, _) = gw.admin_login();
         let (email, username, password) = ("differ@example.com", "differ", "differ-password-1");
@@ -2138,9 +2160,9 @@ impl World {
             recorder,
             model: Model {
                 tokens,
-                trusted_peer: server_extra.contains("trusted_proxies"),
-                underscore_reject: server_extra.contains("underscore_headers = \"reject\""),
-                forwarded_header: server_extra.contains("forwarded_header = true"),
+                trusted_peer: server.trusted_peer,
+                underscore_reject: server.underscore_reject,
+                forwarded_header: server.forwarded_header,
             },
         }
     }
@@ -3399,7 +3421,7 @@ fn what_the_gateway_judged_is_what_the_upstream_received() {
     let count = env_number("DIFFERENTIAL_CASES").map_or(DEFAULT_CASES, |n| n as usize);
     eprintln!("differential: seed {seed:#x}, {count} cases (DIFFERENTIAL_SEED={seed:#x} DIFFERENTIAL_CASES={count})");
     let started = Instant::now();
-    let world = World::start("");
+    let world = World::start(Server::default());
     let mut rng = StdRng::seed_from_u64(seed);
     let cases: Vec<Case> = (0..count).map(|i| generate_case(&mut rng, i)).collect();
     let exchanges = world.run(&cases);
@@ -3459,7 +3481,7 @@ fn smuggle(label: &str, mode: Mode, first: Req) -> Case {
 #[test]
 fn known_attacks_are_refused_or_forwarded_canonically() {
     use Mode::{Pipelined, Sequential};
-    let world = World::start("");
+    let world = World::start(Server::default());
     let login_body = json!({"email": "nobody@example.com", "password": "not-a-password"}).to_string();
     let mut login = Req::new("POST", b"/login/").header("Content-Type", "application/json");
     login.headers.push(("Content-Length".into(), login_body.len().to_string()));
@@ -3788,7 +3810,7 @@ fn known_attacks_are_refused_or_forwarded_canonically() {
 /// headers go even from a trusted proxy. Then random cases run behind it too.
 #[test]
 fn a_trusted_peer_chain_is_appended_to() {
-    let world = World::start("trusted_proxies = [\"127.0.0.1/32\"]\nforwarded_header = true");
+    let world = World::start(Server { trusted_peer: true, forwarded_header: true, ..Server::default() });
     let xff = |label: &str, lines: &[&str]| {
         let mut r = Req::new("GET", b"/public/x");
         for line in lines {
@@ -3881,7 +3903,7 @@ fn a_trusted_peer_chain_is_appended_to() {
 /// `underscore_headers = "reject"` refuses what "drop" would silently drop.
 #[test]
 fn underscore_headers_can_be_refused() {
-    let world = World::start("underscore_headers = \"reject\"");
+    let world = World::start(Server { underscore_reject: true, ..Server::default() });
     let cases = vec![
         known(
             "X_Auth_User_Id",

@@ -271,7 +271,7 @@ fn authorization_is_forwarded_only_when_configured() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { upstream_extra: "pass_authorization = true".into(), ..Options::default() },
+        Options::default().config(|c| c.upstream.get_mut().pass_authorization = Some(true)),
     );
     let (admin, _) = gw.admin_login();
     let (status, echo) = gw.get("/debug/echo/any/x", Some(&admin));
@@ -394,7 +394,7 @@ fn registration_can_be_switched_off() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { endpoints_extra: "allow_registration = false".into(), ..Options::default() },
+        Options::default().config(|c| c.endpoints.allow_registration = Some(false)),
     );
     let (status, body) =
         gw.post("/register", None, json!({"email": "x@y.z", "username": "x", "password": "longenough"}));

@@ -131,7 +131,7 @@ fn lookalike_emails_and_usernames_are_refused_with_sled() {
 fn lookalike_emails_and_usernames_are_refused_with_redis() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
-    let gw = Gateway::start(&upstream, Options::default().with_store_extra(&redis.store_lines("")));
+    let gw = Gateway::start(&upstream, Options::default().config(redis.store()));
     refuses_lookalikes(&gw);
 }
 

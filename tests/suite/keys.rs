@@ -8,10 +8,14 @@ use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use gatehouse::config::file::{KeyEntry, Word};
+use gatehouse::config::KeyAlgorithm;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
+use toml::Spanned;
 
+use crate::common::config::{spanned, text};
 use crate::common::{binary, Gateway, Options, Upstream};
 
 fn keygen(dir: &Path, algorithm: &str, kid: &str) {
@@ -23,15 +27,15 @@ fn keygen(dir: &Path, algorithm: &str, kid: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn key_entry(dir: &Path, kid: &str, algorithm: &str, private: bool) -> String {
-    let mut entry = format!(
-        "\n[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"{algorithm}\"\npublic_key = \"{}\"\n",
-        dir.join(format!("{kid}.pub.pem")).display()
-    );
-    if private {
-        entry.push_str(&format!("private_key = \"{}\"\n", dir.join(format!("{kid}.key.pem")).display()));
-    }
-    entry
+/// A `[[tokens.keys]]` entry for a key `keygen` wrote to `dir`.
+fn key_entry(dir: &Path, kid: &str, algorithm: &str, private: bool) -> Spanned<KeyEntry> {
+    let file = |suffix: &str| dir.join(format!("{kid}.{suffix}")).display().to_string();
+    spanned(KeyEntry {
+        kid: spanned(kid.to_owned()),
+        algorithm: Word(KeyAlgorithm::parse(algorithm).unwrap()),
+        public_key: file("pub.pem"),
+        private_key: private.then(|| file("key.pem")),
+    })
 }
 
 fn header_of(token: &str) -> Value {
@@ -64,13 +68,13 @@ fn every_algorithm_signs_tokens_that_the_published_keys_verify() {
         let keys = tempfile::tempdir().unwrap();
         let kid = format!("{}-1", algorithm.to_lowercase());
         keygen(keys.path(), algorithm, &kid);
+        let (dir, signer) = (keys.path().to_owned(), kid.clone());
         let gw = Gateway::start(
             &upstream,
-            Options {
-                tokens_extra: format!("signing_key = \"{kid}\""),
-                extra: key_entry(keys.path(), &kid, algorithm, true),
-                ..Options::default()
-            },
+            Options::default().config(move |c| {
+                c.tokens.signing_key = text(&signer);
+                c.tokens.keys.push(key_entry(&dir, &signer, algorithm, true));
+            }),
         );
         let (access, _) = gw.admin_login();
         let header = header_of(&access);
@@ -102,23 +106,22 @@ fn rotating_the_signing_key_logs_nobody_out_and_retiring_a_key_refuses_its_token
     let keys = tempfile::tempdir().unwrap();
     keygen(keys.path(), "EdDSA", "old");
     keygen(keys.path(), "EdDSA", "new");
+    let dir = keys.path().to_owned();
     let mut gw = Gateway::start(
         &upstream,
-        Options {
-            tokens_extra: "signing_key = \"old\"".into(),
-            extra: key_entry(keys.path(), "old", "EdDSA", true),
-            ..Options::default()
-        },
+        Options::default().config(move |c| {
+            c.tokens.signing_key = text("old");
+            c.tokens.keys.push(key_entry(&dir, "old", "EdDSA", true));
+        }),
     );
     let (old_token, old_refresh) = gw.admin_login();
-    let config = std::fs::read_to_string(&gw.config_path).unwrap();
 
     // Step 1: add the new key and make it the signer; the old one only verifies.
-    let rotated = config.replace("signing_key = \"old\"", "signing_key = \"new\"").replace(
-        &key_entry(keys.path(), "old", "EdDSA", true),
-        &(key_entry(keys.path(), "old", "EdDSA", false) + &key_entry(keys.path(), "new", "EdDSA", true)),
-    );
-    std::fs::write(&gw.config_path, &rotated).unwrap();
+    gw.rewrite_config(|c| {
+        c.tokens.signing_key = text("new");
+        c.tokens.keys =
+            vec![key_entry(keys.path(), "old", "EdDSA", false), key_entry(keys.path(), "new", "EdDSA", true)];
+    });
     gw.kill();
     gw.spawn().unwrap();
     assert_eq!(gw.get("/item/chair", Some(&old_token)).0, 200, "a token from the old key still works");
@@ -129,8 +132,7 @@ fn rotating_the_signing_key_logs_nobody_out_and_retiring_a_key_refuses_its_token
     assert_eq!(kids, vec!["old", "new"]);
 
     // Step 2: once old tokens have expired, retire the old key.
-    let retired = rotated.replace(&key_entry(keys.path(), "old", "EdDSA", false), "");
-    std::fs::write(&gw.config_path, retired).unwrap();
+    gw.rewrite_config(|c| c.tokens.keys.retain(|key| key.get_ref().kid.get_ref() != "old"));
     gw.kill();
     gw.spawn().unwrap();
     let (status, body) = gw.get("/item/chair", Some(&old_token));
@@ -145,13 +147,13 @@ fn an_alg_that_does_not_match_the_kids_key_is_refused() {
     let keys = tempfile::tempdir().unwrap();
     keygen(keys.path(), "EdDSA", "ed");
     keygen(keys.path(), "ES256", "ec");
+    let dir = keys.path().to_owned();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            tokens_extra: "signing_key = \"ed\"".into(),
-            extra: key_entry(keys.path(), "ed", "EdDSA", true) + &key_entry(keys.path(), "ec", "ES256", true),
-            ..Options::default()
-        },
+        Options::default().config(move |c| {
+            c.tokens.signing_key = text("ed");
+            c.tokens.keys = vec![key_entry(&dir, "ed", "EdDSA", true), key_entry(&dir, "ec", "ES256", true)];
+        }),
     );
     let (good, _) = gw.admin_login();
     let claims: Value =

@@ -27,21 +27,17 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use gatehouse::config::file::FileConfig;
 use serde_json::{json, Value};
 
+use crate::common::config::route;
 use crate::common::lenient::LenientBackend;
 use crate::common::{raw, Gateway, Options, Upstream};
 
 /// The dangerous common setup: everything public unless a route says otherwise.
-const CATCH_ALL: &str = r#"
-[[routes]]
-path = "/**"
-policy = "public"
-
-[[routes]]
-path = "/admin/**"
-policy = "admin"
-"#;
+fn catch_all(c: &mut FileConfig) {
+    c.routes.extend([route("/**", &[], "public"), route("/admin/**", &[], "admin")]);
+}
 
 /// What an attacker adds to make every attack its worst case: if the trick
 /// got a request to an admin or user handler AND these survived, the handler
@@ -61,11 +57,7 @@ fn rig() -> Rig {
     // The default TCP health check connects and closes: wsgiref logs nothing for that.
     let gw = Gateway::start(
         &mock,
-        Options {
-            upstreams: Some(vec![backend.addr.to_string()]),
-            extra: CATCH_ALL.into(),
-            ..Options::default()
-        },
+        Options { upstreams: Some(vec![backend.addr.to_string()]), ..Options::default() }.config(catch_all),
     );
     Rig { gw, backend, _mock: mock }
 }

@@ -5,8 +5,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use gatehouse::config::file::{HealthCheck, Word};
+use gatehouse::config::LogFormat;
 use serde_json::{json, Value};
 
+use crate::common::config::{spanned, text};
 use crate::common::{free_port, send_signal, Gateway, Options, Upstream};
 
 fn admin_get(gw: &Gateway, path: &str) -> (u16, String) {
@@ -60,7 +63,7 @@ fn health_and_readiness_follow_the_upstream() {
     let mut upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { upstream_extra: "health_check_interval = \"100ms\"".into(), ..Options::default() },
+        Options::default().config(|c| c.upstream.get_mut().health_check_interval = text("100ms")),
     );
     assert_eq!(admin_get(&gw, "/healthz"), (200, r#"{"status":"ok"}"#.to_owned()));
     wait_for("ready", || admin_get(&gw, "/readyz").0 == 200);
@@ -77,7 +80,7 @@ fn health_and_readiness_follow_the_upstream() {
 fn access_logs_are_json_lines_without_secrets() {
     let upstream = Upstream::start();
     let gw =
-        Gateway::start(&upstream, Options { head: "[log]\nformat = \"json\"".into(), ..Options::default() });
+        Gateway::start(&upstream, Options::default().config(|c| c.log.format = Some(Word(LogFormat::Json))));
     let (access, refresh) = gw.admin_login();
     let resp = gw
         .http
@@ -165,7 +168,7 @@ fn a_slow_upstream_gives_504_json() {
     let upstream = Upstream::start();
     let gw = Gateway::start(
         &upstream,
-        Options { upstream_extra: "read_timeout = \"300ms\"".into(), ..Options::default() },
+        Options::default().config(|c| c.upstream.get_mut().read_timeout = text("300ms")),
     );
     let (status, body) = gw.get("/debug/slow?ms=3000", None);
     assert_eq!((status, body["error"].as_str()), (504, Some("upstream_timeout")), "{body}");
@@ -192,11 +195,8 @@ fn idempotent_requests_retry_on_another_upstream_when_connect_fails() {
     let dead = format!("127.0.0.1:{}", free_port());
     let gw = Gateway::start(
         &live,
-        Options {
-            upstreams: Some(vec![dead, live.addr.to_string()]),
-            upstream_extra: "health_check = \"none\"".into(),
-            ..Options::default()
-        },
+        Options { upstreams: Some(vec![dead, live.addr.to_string()]), ..Options::default() }
+            .config(|c| c.upstream.get_mut().health_check = Some(Word(HealthCheck::None))),
     );
     for i in 0..8 {
         let (status, body) = gw.get("/debug/echo/public/x", None);
@@ -208,7 +208,7 @@ fn idempotent_requests_retry_on_another_upstream_when_connect_fails() {
 #[test]
 fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
     let upstream = Upstream::start();
-    let gw = Gateway::start(&upstream, Options::default());
+    let mut gw = Gateway::start(&upstream, Options::default());
     assert_eq!(gw.get("/debug/echo/public/x", None).0, 200);
     // A kept-alive connection opened before the reload.
     let mut kept = TcpStream::connect(gw.addr).unwrap();
@@ -222,12 +222,12 @@ fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
     assert_eq!(ask(&mut kept), "200");
 
     let config = std::fs::read_to_string(&gw.config_path).unwrap();
-    let denied = config.replace(
-        "path = \"/debug/echo/public/**\"\npolicy = \"public\"",
-        "path = \"/debug/echo/public/**\"\npolicy = \"deny\"",
-    );
+    gw.rewrite_config(|c| {
+        let public = c.routes.iter_mut().find(|r| r.get_ref().path.get_ref() == "/debug/echo/public/**");
+        public.unwrap().get_mut().policy = spanned("deny".into());
+    });
+    let denied = std::fs::read_to_string(&gw.config_path).unwrap();
     assert_ne!(config, denied);
-    std::fs::write(&gw.config_path, &denied).unwrap();
     send_signal(gw.pid(), "HUP");
     wait_for("the new route", || gw.get("/debug/echo/public/x", None).0 == 403);
     assert_eq!(ask(&mut kept), "403", "the kept-alive connection survives the reload");
@@ -257,14 +257,11 @@ fn tls_listener_terminates_tls() {
     let tls_port = free_port();
     let gw = Gateway::start(
         &upstream,
-        Options {
-            server_extra: format!(
-                "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-                cert_path.display(),
-                key_path.display()
-            ),
-            ..Options::default()
-        },
+        Options::default().config(move |c| {
+            c.server.tls_listen = Some(spanned(vec![spanned(format!("127.0.0.1:{tls_port}"))]));
+            c.server.tls_cert = text(&cert_path.display().to_string());
+            c.server.tls_key = text(&key_path.display().to_string());
+        }),
     );
     let client = reqwest::blocking::Client::builder()
         .no_proxy()

@@ -6,20 +6,26 @@
 
 use std::time::{Duration, Instant};
 
+use gatehouse::config::file::{FileConfig, LimitsSection, RedisSection, Word};
+use gatehouse::config::WhenUnreachable;
 use serde_json::{json, Value};
 
-use crate::common::redis::{RedisServer, Sentinel};
+use crate::common::config::{spanned, text};
+use crate::common::redis::{on_redis, RedisServer, Sentinel};
 use crate::common::{Gateway, Options, Upstream, ADMIN_EMAIL};
 
-/// Two gateways sharing `redis` and one signing secret. A seeds the admin.
-fn pair(upstream: &Upstream, redis: &RedisServer, store: &str, extra: &str) -> (Gateway, Gateway) {
-    let options = || {
-        Options { extra: extra.to_owned(), ..Options::default() }.with_store_extra(&redis.store_lines(store))
-    };
-    let a = Gateway::start(upstream, options());
+/// Two gateways on the Redis `store` describes, sharing one signing secret,
+/// with `change` made to both configs. A seeds the admin.
+fn pair(
+    upstream: &Upstream,
+    store: RedisSection,
+    change: impl Fn(&mut FileConfig) + 'static,
+) -> (Gateway, Gateway) {
+    let options = Options::default().config(on_redis(store)).config(change);
+    let a = Gateway::start(upstream, options.clone());
     let b = Gateway::start(
         upstream,
-        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..options() },
+        Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..options },
     );
     (a, b)
 }
@@ -49,7 +55,7 @@ fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
 fn a_user_registered_on_one_gateway_logs_in_on_the_other() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
-    let (a, b) = pair(&upstream, &redis, "", "");
+    let (a, b) = pair(&upstream, redis.section(), |_| {});
     let created = a.register("ann@example.com", "ann", "ann-password-1");
     let (access, refresh) = b.login("ann@example.com", "ann-password-1");
     assert_eq!(a.get("/item/chair", Some(&access)).0, 200, "B's token works on A");
@@ -76,7 +82,7 @@ fn a_user_registered_on_one_gateway_logs_in_on_the_other() {
 fn a_logout_on_one_gateway_is_refused_on_the_other_within_a_second() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
-    let (a, b) = pair(&upstream, &redis, "", "");
+    let (a, b) = pair(&upstream, redis.section(), |_| {});
     a.register("bob@example.com", "bob", "bob-password-1");
     for round in 0..5 {
         let (access, _) = a.login("bob@example.com", "bob-password-1");
@@ -121,7 +127,7 @@ fn a_logout_on_one_gateway_is_refused_on_the_other_within_a_second() {
 fn a_dropped_subscription_is_resynced_not_trusted() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
-    let (a, b) = pair(&upstream, &redis, "", "");
+    let (a, b) = pair(&upstream, redis.section(), |_| {});
     let ready = |gateway: &Gateway| {
         gateway
             .http
@@ -159,9 +165,14 @@ fn a_dropped_subscription_is_resynced_not_trusted() {
 fn login_limits_count_across_gateways() {
     let upstream = Upstream::start();
     let redis = RedisServer::start();
-    let limits =
-        "[limits]\nlogin_per_ip_per_minute = 6\nfailures_before_backoff = 2\nmax_backoff = \"30s\"\n";
-    let (a, b) = pair(&upstream, &redis, "", limits);
+    let (a, b) = pair(&upstream, redis.section(), |c| {
+        c.limits = LimitsSection {
+            login_per_ip_per_minute: Some(6),
+            failures_before_backoff: Some(spanned(2)),
+            max_backoff: text("30s"),
+            ..LimitsSection::default()
+        }
+    });
     let wrong = json!({"email": ADMIN_EMAIL, "password": "wrong-password"});
     // Two wrong passwords, one on each gateway: backoff starts for this account and IP on both.
     assert_eq!(error_of(&a.post("/login", None, wrong.clone())), (401, Some("invalid_credentials")));
@@ -190,7 +201,7 @@ fn login_limits_count_across_gateways() {
 fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
     let upstream = Upstream::start();
     let mut redis = RedisServer::start();
-    let (a, b) = pair(&upstream, &redis, "", "");
+    let (a, b) = pair(&upstream, redis.section(), |_| {});
     a.register("cat@example.com", "cat", "cat-password-1");
     let (revoked, _) = a.login("cat@example.com", "cat-password-1");
     let (good, _) = b.login("cat@example.com", "cat-password-1");
@@ -247,7 +258,7 @@ fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
     let c = Gateway::start(
         &upstream,
         Options { seed_admin: false, jwt_secret: Some(a.jwt_secret.clone()), ..Options::default() }
-            .with_store_extra(&redis.store_lines("")),
+            .config(redis.store()),
     );
     assert_eq!(error_of(&c.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
     let (status, body) = c.get("/item/chair", Some(&good));
@@ -259,7 +270,8 @@ fn a_redis_outage_fails_closed_and_recovers_with_nothing_lost() {
 fn fail_open_serves_known_tokens_during_an_outage_but_never_revoked_ones() {
     let upstream = Upstream::start();
     let mut redis = RedisServer::start();
-    let (a, b) = pair(&upstream, &redis, "when_unreachable = \"fail_open\"", "");
+    let fail_open = Some(Word(WhenUnreachable::FailOpen));
+    let (a, b) = pair(&upstream, RedisSection { when_unreachable: fail_open, ..redis.section() }, |_| {});
     let (revoked, _) = a.admin_login();
     let (good, _) = a.admin_login();
     assert_eq!(b.post("/logout", Some(&revoked), Value::Null).0, 200);
@@ -306,7 +318,7 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     let new = Gateway::start(
         &upstream,
         Options { seed_admin: false, jwt_secret: Some(old.jwt_secret.clone()), ..Options::default() }
-            .with_store_extra(&redis.store_lines("")),
+            .config(redis.store()),
     );
     assert_eq!(new.get("/item/chair", Some(&kept)).0, 200);
     assert_eq!(error_of(&new.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
@@ -327,12 +339,12 @@ fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
     let redis = RedisServer::start_tls_with_password(password);
     let password_file = redis.dir.path().join("redis.password");
     std::fs::write(&password_file, format!("{password}\n")).unwrap();
-    let tls = format!(
-        "tls_ca_file = \"{}\"\npassword_file = \"{}\"",
-        redis.ca_path().display(),
-        password_file.display()
-    );
-    let (a, b) = pair(&upstream, &redis, &tls, "");
+    let tls = RedisSection {
+        tls_ca_file: Some(redis.ca_path().display().to_string()),
+        password_file: Some(password_file.display().to_string()),
+        ..redis.section()
+    };
+    let (a, b) = pair(&upstream, tls.clone(), |_| {});
     a.register("tls@example.com", "tls", "tls-password-1");
     let (access, _) = b.login("tls@example.com", "tls-password-1");
     assert_eq!(b.post("/logout", Some(&access), Value::Null).0, 200);
@@ -348,7 +360,7 @@ fn gateways_reach_redis_over_tls_with_a_password_that_never_shows() {
             wait_for_store: false,
             ..Options::default()
         }
-        .with_store_extra(&redis.store_lines(&tls)),
+        .config(on_redis(tls)),
     );
     let (status, body) = wrong.get("/item/chair", Some(&access));
     assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
@@ -374,12 +386,16 @@ fn sentinel_failover_keeps_every_acknowledged_write() {
     // wait_replicas = 1: a write is acknowledged only once the replica has it,
     // so promoting the replica loses nothing a client was told succeeded. On a
     // loaded 2-core machine a replica's acknowledgement has taken over 500 ms.
-    let store = format!(
-        "backend = \"redis\"\n[store.redis]\nsentinels = [\"redis://127.0.0.1:{}\"]\nmaster_name = \"gatehouse\"\n\
-         wait_replicas = 1\nwait_timeout = \"2s\"\ncommand_timeout = \"3s\"\nconnect_timeout = \"300ms\"\n",
-        sentinel.port
-    );
-    let gw = Gateway::start(&upstream, Options::default().with_store_extra(&store));
+    let store = RedisSection {
+        sentinels: Some(vec![spanned(format!("redis://127.0.0.1:{}", sentinel.port))]),
+        master_name: text("gatehouse"),
+        wait_replicas: Some(1),
+        wait_timeout: text("2s"),
+        command_timeout: text("3s"),
+        connect_timeout: text("300ms"),
+        ..RedisSection::default()
+    };
+    let gw = Gateway::start(&upstream, Options::default().config(on_redis(store)));
     gw.register("sam@example.com", "sam", "sam-password-1");
     let (revoked, _) = gw.login("sam@example.com", "sam-password-1");
     let (good, _) = gw.login("sam@example.com", "sam-password-1");

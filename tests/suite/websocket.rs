@@ -5,22 +5,23 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use gatehouse::config::file::FileConfig;
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
+use crate::common::config::route;
 use crate::common::{Gateway, Options, Upstream};
 
-const WS_ROUTES: &str = r#"
-[[routes]]
-path = "/ws/**"
-policy = "any"
-websocket = true
-"#;
+fn ws_route(c: &mut FileConfig) {
+    let mut ws = route("/ws/**", &[], "any");
+    ws.get_mut().websocket = true;
+    c.routes.push(ws);
+}
 
 fn gateway(access_ttl: &'static str) -> (Upstream, Gateway) {
     let upstream = Upstream::start();
-    let gw = Gateway::start(&upstream, Options { access_ttl, extra: WS_ROUTES.into(), ..Options::default() });
+    let gw = Gateway::start(&upstream, Options { access_ttl, ..Options::default() }.config(ws_route));
     (upstream, gw)
 }
 
