@@ -369,6 +369,9 @@ def parse_args():
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                     help="another gatehouse binary to run beside the main one (`any` and `public` rows), for A/B")
     ap.add_argument("--skip-memory", action="store_true", help="skip the 10,000-idle-connection check")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the bare pingora, HAProxy, Gatehouse any/public and --variant rows (for A/B of a "
+                         "lever); no login storm or memory check")
     ap.add_argument("--json", default=os.path.join(ROOT, "target", "load-bench.json"))
     return ap.parse_args()
 
@@ -503,6 +506,8 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
         gw("2 threads", "/any/x", "Gatehouse any, 2 threads", threads=2),
         gw("2 threads", "/public/x", "Gatehouse public, 2 threads", token_name=False, threads=2),
     ]
+    if args.quick:
+        rows = rows[:4]
     for name, _ in variants:
         rows.append(gw(f"variant {name}", "/any/x", f"Gatehouse[{name}] any (cached token)"))
         rows.append(gw(f"variant {name}", "/public/x", f"Gatehouse[{name}] public", token_name=False))
@@ -531,10 +536,11 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
 
     summaries = [row.summary(floors, peers) for row in rows]
     print_table(summaries)
-    print(f"(redis-server processed {redis_row.redis_commands} commands during the Redis-store row's "
-          f"{args.rounds} rounds, against {sum(r['requests'] for r in redis_row.rounds)} proxied requests)")
     results["rows"] = summaries
-    results["redis_commands_during_redis_row"] = redis_row.redis_commands
+    if not args.quick:
+        print(f"(redis-server processed {redis_row.redis_commands} commands during the Redis-store row's "
+              f"{args.rounds} rounds, against {sum(r['requests'] for r in redis_row.rounds)} proxied requests)")
+        results["redis_commands_during_redis_row"] = redis_row.redis_commands
 
     by_name = {s["name"]: s for s in summaries}
     goals = [("Gatehouse any: CPU/request <= 1.05x bare pingora", by_name["Gatehouse any (cached token) -> nginx"],
@@ -552,6 +558,9 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
         met = value is not None and value <= limit
         results["goals"].append({"goal": label, "value": value, "met": met})
         print(f"  {label:<55} {fmt(value, '.3f')}x  {'met' if met else 'NOT met'}")
+    if args.quick:
+        write_results(args, results)
+        return
 
     print("\nlogin storm")
     login_storm(args, work, gateways, tokens, results)
@@ -565,6 +574,10 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
     print("\nresident memory (MiB)")
     for k, v in results["rss_mib"].items():
         print(f"  {k:<45} {v:.1f}")
+    write_results(args, results)
+
+
+def write_results(args, results):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

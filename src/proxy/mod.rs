@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -164,6 +165,10 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx::new()
     }
+
+    /// None: pingora's default adds its response compression module, disabled,
+    /// which still costs allocations on every request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         self.bound_connection(session);
