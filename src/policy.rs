@@ -21,6 +21,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -121,7 +122,9 @@ pub enum PatternError {
 /// A compiled path pattern: `/items`, `/item/{name}`, `/static/**`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
-    source: String,
+    /// As written; shared, because every matched request carries it as its
+    /// route label for the access log and metrics.
+    source: Arc<str>,
     segments: Vec<Segment>,
     /// Ends in `/**`: matches the prefix itself and everything below it.
     prefix: bool,
@@ -162,10 +165,15 @@ impl PathPattern {
                 segments.push(Segment::Literal(raw.to_ascii_lowercase()));
             }
         }
-        Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
+        Ok(PathPattern { source: Arc::from(pattern), segments, prefix })
     }
 
     pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The pattern as written, shared rather than copied.
+    pub fn shared(&self) -> &Arc<str> {
         &self.source
     }
 
@@ -252,9 +260,35 @@ pub struct Matched<'a> {
     pub route: Option<&'a Route>,
 }
 
+/// Which route a request matched, as logged and counted: a fixed name
+/// (`(default)`, a built-in endpoint) or the route's pattern, shared with the
+/// route table so labelling a request allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteLabel {
+    Fixed(&'static str),
+    Pattern(Arc<str>),
+}
+
+impl RouteLabel {
+    pub fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::Fixed(name) => name,
+            RouteLabel::Pattern(pattern) => pattern,
+        }
+    }
+}
+
+impl fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Matched<'_> {
-    pub fn route_label(&self) -> &str {
-        self.route.map_or("(default)", |r| r.pattern.as_str())
+    /// For logs and metrics: the matched pattern, or `(default)`.
+    pub fn route_label(&self) -> RouteLabel {
+        self.route
+            .map_or(RouteLabel::Fixed("(default)"), |r| RouteLabel::Pattern(Arc::clone(r.pattern.shared())))
     }
 }
 

@@ -2,7 +2,6 @@
 //! the request counter read are closed sets, so they are values here rather
 //! than strings that could drift between the phases that set them.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use pingora::lb::Backend;
 use super::Live;
 use crate::auth::Identity;
 use crate::error::ErrorCode;
-use crate::policy::Policy;
+use crate::policy::{Policy, RouteLabel};
 use crate::request::ClientChain;
 
 /// What became of a request.
@@ -71,7 +70,7 @@ pub struct RequestCtx {
     /// The upstream accepted that upgrade: the deadline now applies.
     pub(super) tunnel_open: bool,
     /// The matched route pattern or built-in endpoint, for logs and metrics.
-    pub(super) route: Cow<'static, str>,
+    pub(super) route: RouteLabel,
     pub(super) policy: PolicyLabel,
     pub(super) outcome: Outcome,
     pub(super) refusal: Option<ErrorCode>,
@@ -92,7 +91,7 @@ impl RequestCtx {
             client: None,
             tunnel_deadline: None,
             tunnel_open: false,
-            route: Cow::Borrowed("(none)"),
+            route: RouteLabel::Fixed("(none)"),
             policy: PolicyLabel::None,
             outcome: Outcome::Refused,
             refusal: None,

@@ -3,6 +3,8 @@
 //! (forwarding headers). Only the gateway may say these things, so every
 //! client-sent copy was removed when the request was made canonical.
 
+use std::borrow::Cow;
+
 use http::header::{AUTHORIZATION, HOST};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
@@ -109,8 +111,8 @@ pub fn rewrite_upstream_headers(
         let [user_id, username, email, admin, fresh, token_id] = &live.identity_headers;
         let mut id_buf = itoa::Buffer::new();
         upstream_request.insert_header(user_id.clone(), id_buf.format(identity.user_id))?;
-        upstream_request.insert_header(username.clone(), header_safe(&identity.username))?;
-        upstream_request.insert_header(email.clone(), header_safe(&identity.email))?;
+        upstream_request.insert_header(username.clone(), header_safe(&identity.username).as_ref())?;
+        upstream_request.insert_header(email.clone(), header_safe(&identity.email).as_ref())?;
         upstream_request.insert_header(admin.clone(), bool_str(identity.is_admin))?;
         upstream_request.insert_header(fresh.clone(), bool_str(identity.fresh))?;
         upstream_request.insert_header(token_id.clone(), identity.token_id.as_str())?;
@@ -127,7 +129,12 @@ fn bool_str(value: bool) -> &'static str {
 }
 
 /// Header values can't hold control characters; usernames are checked at
-/// registration, but stay defensive about what reaches the wire.
-fn header_safe(value: &str) -> String {
-    value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+/// registration, but stay defensive about what reaches the wire. (A copy only
+/// when something must be replaced.)
+fn header_safe(value: &str) -> Cow<'_, str> {
+    if value.chars().any(char::is_control) {
+        Cow::Owned(value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+    } else {
+        Cow::Borrowed(value)
+    }
 }

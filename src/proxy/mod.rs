@@ -16,7 +16,6 @@ mod ctx;
 mod forward;
 mod tunnel;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ use crate::endpoints::{BuiltIns, Endpoint};
 use crate::error::{ApiError, ErrorCode};
 use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
 use crate::metrics::Metrics;
-use crate::policy::RouteTable;
+use crate::policy::{RouteLabel, RouteTable};
 use crate::request::asks_to_close;
 use crate::upstreams::{UpstreamError, UpstreamPool};
 
@@ -128,7 +127,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<bool> {
-        ctx.route = Cow::Borrowed(endpoint.label());
+        ctx.route = RouteLabel::Fixed(endpoint.label());
         ctx.policy = PolicyLabel::Builtin;
         ctx.outcome = Outcome::Builtin;
         let method = session.req_header().method.clone();
@@ -192,7 +191,7 @@ impl ProxyHttp for Gateway {
 
         let method = session.req_header().method.clone();
         let matched = live.routes.lookup(&method, &target.path);
-        ctx.route = Cow::Owned(matched.route_label().to_owned());
+        ctx.route = matched.route_label();
         ctx.policy = PolicyLabel::Route(matched.rule.policy);
         let decided = Instant::now();
         let decision = self.auth.decide(&session.req_header().headers, matched.rule).await;
@@ -380,7 +379,7 @@ impl ProxyHttp for Gateway {
         let mut status_buf = itoa::Buffer::new();
         let status_label = status_buf.format(status);
         let (policy, outcome) = (ctx.policy.as_str(), ctx.outcome.as_str());
-        self.metrics.requests.with_label_values(&[&ctx.route, policy, outcome, status_label]).inc();
+        self.metrics.requests.with_label_values(&[ctx.route.as_str(), policy, outcome, status_label]).inc();
         let request = session.req_header();
         tracing::info!(
             target: "gatehouse::access",
