@@ -7,13 +7,13 @@
 //! [`crate::auth`], which also consults the store.
 
 pub mod keygen;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -142,8 +142,9 @@ pub struct TokenService {
     /// Signs new tokens: the configured signing key, else the HS256 secret.
     encoding: EncodingKey,
     header: Header,
-    /// Verifies tokens without a `kid`: the HS256 secret, when there is one.
-    hmac: Option<DecodingKey>,
+    /// Verifies tokens without a `kid`: the HS256 secret, when there is one,
+    /// keyed once here rather than for every token ([`verify`]).
+    hmac: Option<verify::Hs256Key>,
     /// Verifies tokens with a `kid`, each pinned to its key's algorithm.
     keys: HashMap<String, (DecodingKey, Validation)>,
     /// HS256 validation; also the template for the per-key ones.
@@ -213,7 +214,7 @@ impl TokenService {
         Ok(TokenService {
             encoding,
             header,
-            hmac: secret.map(|s| DecodingKey::from_secret(s.expose())),
+            hmac: secret.and_then(|s| verify::hs256_key(s.expose())),
             keys,
             validation: validation(config, Algorithm::HS256),
             jwks,
@@ -299,37 +300,6 @@ impl TokenService {
             TokenError::Signing
         })?;
         Ok(Issued { token, claims })
-    }
-
-    /// Checks signature, algorithm, time and audience claims, and the token type.
-    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Invalid);
-        }
-        // The key comes from the `kid`, and the algorithm from the key: a token
-        // whose `alg` doesn't match its key's type is refused (no key confusion).
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        // `crit` names header extensions the verifier must understand (RFC 7515
-        // section 4.1.11); Gatehouse understands none, so such a token is refused.
-        if header.crit.is_some() {
-            return Err(TokenError::Invalid);
-        }
-        let (key, validation) = match &header.kid {
-            Some(kid) => {
-                self.keys.get(kid).map(|(key, validation)| (key, validation)).ok_or(TokenError::Invalid)?
-            }
-            None => (self.hmac.as_ref().ok_or(TokenError::Invalid)?, &self.validation),
-        };
-        if !validation.algorithms.contains(&header.alg) {
-            return Err(TokenError::Invalid);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-            _ => TokenError::Invalid,
-        })?;
-        check_kind(expected, data.claims.kind)?;
-        Ok(data.claims)
     }
 }
 
