@@ -180,6 +180,14 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn token_leeway_is_clock_skew_and_bounded() {
+        let with_leeway = |leeway: &str| parse(&format!("{MINIMAL}leeway = \"{leeway}\"\n"));
+        assert_eq!(with_leeway("5m").unwrap().tokens.leeway, Duration::from_secs(300));
+        let err = with_leeway("1h").unwrap_err();
+        assert_eq!((err.line, err.message.as_str()), (7, "tokens.leeway must be between 0s and 5m"));
+    }
+
+    #[test]
     fn minimal_config_gets_safe_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::file;
-use super::values::{duration_or, positive_duration, Invalid};
+use super::values::{duration_within, positive_duration, Invalid};
 use super::SecretSource;
 
 #[derive(Debug, Clone)]
@@ -104,7 +104,14 @@ impl TokenConfig {
             audience: section.audience.unwrap_or(defaults.audience),
             access_ttl: positive_duration(section.access_ttl, defaults.access_ttl, ZERO_TTL)?,
             refresh_ttl: positive_duration(section.refresh_ttl, defaults.refresh_ttl, ZERO_TTL)?,
-            leeway: duration_or(section.leeway, defaults.leeway)?,
+            // Clock skew, not a grace period: a leeway near the Unix time
+            // itself would make every token unexpiring.
+            leeway: duration_within(
+                section.leeway,
+                defaults.leeway,
+                Duration::ZERO..=Duration::from_secs(300),
+                "tokens.leeway",
+            )?,
             verified_cache_size: section.verified_cache_size.unwrap_or(defaults.verified_cache_size),
             keys,
             signing_key,
