@@ -120,7 +120,11 @@ pub fn rewrite_upstream_headers(
         upstream_request.insert_header(token_id.clone(), identity.token_id.as_str())?;
         // Always sent to an identified caller's upstream, empty for no roles:
         // the name is reserved to the gateway either way.
-        upstream_request.insert_header(roles.clone(), roles::header_value(&identity.roles))?;
+        if identity.roles.is_empty() {
+            upstream_request.insert_header(roles.clone(), "")?;
+        } else {
+            upstream_request.insert_header(roles.clone(), roles::header_value(&identity.roles))?;
+        }
     }
     Ok(())
 }
