@@ -290,6 +290,11 @@ pub struct RouteEntry {
     pub assertion: Option<bool>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
+    /// A request budget per caller: `"100/m"` (see [`crate::limits::routes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Spanned<u32>>,
 }
 
 /// `upstream.health_check`: the kind of check, before `health_check_path`
