@@ -140,7 +140,7 @@ impl Budget {
     }
 
     /// The time one request's share of the budget takes to come back.
-    fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         self.rate.per.length() / self.rate.count.get()
     }
 
