@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::limits::{LimitError, LoginLimiter};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
+use crate::roles::{Role, MAX_ROLES_PER_USER};
 use crate::store::{EmailLookup, Identifiers, Store, StoreError, User, UserChange, UserId};
 use crate::tokens::{Claims, TokenError, TokenKind, TokenService};
 
@@ -23,6 +24,9 @@ pub struct UserView {
     pub is_admin: bool,
     pub blocked: bool,
     pub created_at: u64,
+    /// Every role held, `admin` included when `is_admin`, sorted.
+    #[serde(default)]
+    pub roles: Vec<Role>,
 }
 
 impl From<&User> for UserView {
@@ -34,6 +38,7 @@ impl From<&User> for UserView {
             is_admin: u.is_admin,
             blocked: u.blocked,
             created_at: u.created_at,
+            roles: u.held_roles(),
         }
     }
 }
@@ -164,10 +169,18 @@ impl Accounts {
     pub async fn change(&self, id: UserId, change: UserChange) -> Result<UserView, ApiError> {
         let user = self
             .store
-            .change_user(id, change)
+            .change_user(id, change.clone())
             .await
             .inspect_err(StoreError::log)?
             .ok_or(ApiError::UserNotFound)?;
+        if let UserChange::AddRole(role) = &change {
+            // The store leaves a full role list as it was.
+            if !role.is_admin() && user.roles.binary_search(role).is_err() {
+                return Err(ApiError::InvalidRequest(format!(
+                    "an account can hold at most {MAX_ROLES_PER_USER} roles besides admin"
+                )));
+            }
+        }
         tracing::info!(user_id = id, ?change, "account changed");
         if matches!(change, UserChange::RevokeAllTokens | UserChange::SetBlocked(true)) {
             self.metrics.revocations.with_label_values(&["user"]).inc();

@@ -11,6 +11,7 @@ use quick_cache::sync::Cache;
 use crate::clock::now_unix;
 use crate::error::ApiError;
 use crate::policy::{Policy, Rule};
+use crate::roles::{self, Role, RoleRequirement};
 use crate::store::{Revocation, Store, StoreError, User};
 use crate::tokens::{Claims, TokenError, TokenKind, TokenService};
 
@@ -21,6 +22,8 @@ pub struct Identity {
     pub username: String,
     pub email: String,
     pub is_admin: bool,
+    /// Every role the account holds now (`admin` when `is_admin`), sorted.
+    pub roles: Vec<Role>,
     pub fresh: bool,
     pub token_id: String,
     /// When the token expires (Unix seconds): a WebSocket tunnel it opened closes then.
@@ -41,12 +44,18 @@ impl Authenticated {
         self.claims.is_admin && self.user.is_admin
     }
 
-    /// Whether the caller may do what needs admin rights and/or a fresh
-    /// token: the one place both are decided, for routes and for built-in
-    /// endpoints alike. Admin rights are checked first.
-    pub fn require(&self, admin: bool, fresh: bool) -> Result<(), ApiError> {
+    /// Whether the caller may do what needs admin rights, roles and/or a
+    /// fresh token: the one place they are decided, for routes and for
+    /// built-in endpoints alike. Admin rights are checked first, then roles
+    /// (the account's current ones, so a withdrawn role counts at once),
+    /// then freshness: a caller who lacks the rights is not sent to log in
+    /// again for nothing.
+    pub fn require(&self, admin: bool, roles: Option<&RoleRequirement>, fresh: bool) -> Result<(), ApiError> {
         if admin && !self.is_admin() {
             return Err(ApiError::AdminRequired);
+        }
+        if roles.is_some_and(|needed| !needed.is_met_by(&self.user.roles, self.is_admin())) {
+            return Err(ApiError::RoleRequired);
         }
         if fresh && !self.claims.fresh {
             return Err(ApiError::FreshTokenRequired);
@@ -60,6 +69,7 @@ impl Authenticated {
             username: self.user.username.clone(),
             email: self.user.email.clone(),
             is_admin: self.is_admin(),
+            roles: roles::held(&self.user.roles, self.is_admin()),
             fresh: self.claims.fresh,
             token_id: self.claims.jti.clone(),
             expires_at: self.claims.exp,
@@ -153,7 +163,7 @@ impl Authenticator {
     }
 
     /// Applies a route's rule. `Ok(None)` forwards the request anonymously.
-    pub async fn decide(&self, headers: &HeaderMap, rule: Rule) -> Result<Option<Identity>, ApiError> {
+    pub async fn decide(&self, headers: &HeaderMap, rule: &Rule) -> Result<Option<Identity>, ApiError> {
         match rule.policy {
             Policy::Deny => Err(ApiError::AccessDenied),
             Policy::Public => Ok(None),
@@ -165,6 +175,7 @@ impl Authenticator {
                 let auth = self.require_access(headers).await?;
                 auth.require(
                     rule.policy == Policy::Admin,
+                    rule.roles.as_deref(),
                     rule.policy == Policy::Fresh || rule.require_fresh,
                 )?;
                 Ok(Some(auth.identity()))

@@ -289,7 +289,7 @@ impl BuiltIns {
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id {
             // Someone else's tokens: a non-admin is told they aren't theirs.
-            auth.require(true, true).map_err(|e| match e {
+            auth.require(true, None, true).map_err(|e| match e {
                 ApiError::AdminRequired => ApiError::NotYourAccount,
                 other => other,
             })?;
@@ -309,7 +309,7 @@ impl BuiltIns {
 
     async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
         let auth = self.auth.require_access(headers).await?;
-        auth.require(true, true)?;
+        auth.require(true, None, true)?;
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
         Ok(Message::new("User deleted."))
     }

@@ -34,6 +34,8 @@ pub enum ApiError {
     FreshTokenRequired,
     #[error("this route is for administrators only")]
     AdminRequired,
+    #[error("your account does not hold a role this route requires")]
+    RoleRequired,
     #[error("the account this token belongs to no longer exists")]
     AccountNotFound,
     #[error("this account is blocked; contact an administrator")]
@@ -132,9 +134,8 @@ impl ApiError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            AdminRequired | AccountBlocked | AccessDenied | NotYourAccount | RegistrationDisabled => {
-                StatusCode::FORBIDDEN
-            }
+            AdminRequired | RoleRequired | AccountBlocked | AccessDenied | NotYourAccount
+            | RegistrationDisabled => StatusCode::FORBIDDEN,
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,6 +166,7 @@ impl ApiError {
             RefreshTokenRequired => ErrorCode::RefreshTokenRequired,
             FreshTokenRequired => ErrorCode::FreshTokenRequired,
             AdminRequired => ErrorCode::AdminRequired,
+            RoleRequired => ErrorCode::RoleRequired,
             AccountNotFound => ErrorCode::AccountNotFound,
             AccountBlocked => ErrorCode::AccountBlocked,
             AccessDenied => ErrorCode::AccessDenied,
@@ -249,6 +251,7 @@ pub enum ErrorCode {
     RefreshTokenRequired,
     FreshTokenRequired,
     AdminRequired,
+    RoleRequired,
     AccountNotFound,
     AccountBlocked,
     AccessDenied,
@@ -293,6 +296,7 @@ impl ErrorCode {
             ErrorCode::RefreshTokenRequired => "refresh_token_required",
             ErrorCode::FreshTokenRequired => "fresh_token_required",
             ErrorCode::AdminRequired => "admin_required",
+            ErrorCode::RoleRequired => "role_required",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AccountBlocked => "account_blocked",
             ErrorCode::AccessDenied => "access_denied",

@@ -14,7 +14,8 @@
 //!   client address) that is judged and forwarded; [`path`] normalises paths.
 //! - [`policy`]: route matching and precedence.
 //! - [`tokens`]: JWTs, signing keys and `keygen`; [`clock`]: Unix time.
-//! - [`auth`]: the per-request decision (token, revocation, account).
+//! - [`auth`]: the per-request decision (token, revocation, account);
+//!   [`roles`]: role names and what routes demand of them.
 //! - [`accounts`]: registration, login, account changes; [`passwords`]
 //!   (argon2id); [`identity_text`] (email and username comparison keys).
 //! - [`store`]: users and revocations, in sled or Redis, and `migrate`.
@@ -48,6 +49,7 @@ pub mod policy;
 #[cfg(feature = "server")]
 pub mod proxy;
 pub mod request;
+pub mod roles;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::roles::RoleRequirement;
+
 /// What a route demands of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,11 +85,14 @@ impl FromStr for Policy {
 }
 
 /// The rule the gateway applies to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub policy: Policy,
-    /// Only meaningful for `admin`: the admin's token must also be fresh.
+    /// On `admin` routes and routes with roles: the token must also be fresh.
     pub require_fresh: bool,
+    /// Roles the caller's account must hold (only on `any`, `fresh` and
+    /// `admin` routes); shared, so matching a route copies a pointer.
+    pub roles: Option<Arc<RoleRequirement>>,
     /// Forward a signed identity assertion (`X-Auth-Assertion`) upstream.
     pub assertion: bool,
     /// A WebSocket upgrade may pass (after this rule's checks); on every
@@ -258,7 +263,7 @@ pub struct RouteTable {
 /// What the lookup found: the rule, and the pattern for logs and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Matched<'a> {
-    pub rule: Rule,
+    pub rule: &'a Rule,
     /// `None` when the default policy applied.
     pub route: Option<&'a Route>,
 }
@@ -348,13 +353,13 @@ impl RouteTable {
             }
         }
         match found {
-            Some(route) => Matched { rule: route.rule, route: Some(route) },
-            None => Matched { rule: self.default_rule, route: None },
+            Some(route) => Matched { rule: &route.rule, route: Some(route) },
+            None => Matched { rule: &self.default_rule, route: None },
         }
     }
 
     /// Whether every method is judged alike on `path` (same policy, same
-    /// freshness demand). Where that holds, a framework's `_method` override
+    /// freshness and role demands). Where that holds, a framework's `_method` override
     /// can't turn the request into one the gateway would have judged
     /// differently, so a form body needs no check for it.
     pub fn judged_alike_for_every_method(&self, path: &str) -> bool {
@@ -369,14 +374,14 @@ impl RouteTable {
         ];
         let judged = |method: &http::Method| {
             let rule = self.lookup(method, path).rule;
-            (rule.policy, rule.require_fresh)
+            (rule.policy, rule.require_fresh, rule.roles.clone())
         };
         let first = judged(&http::Method::POST);
         METHODS.iter().all(|m| judged(m) == first)
     }
 
-    pub fn default_rule(&self) -> Rule {
-        self.default_rule
+    pub fn default_rule(&self) -> &Rule {
+        &self.default_rule
     }
 
     pub fn len(&self) -> usize {
@@ -398,7 +403,7 @@ mod tests {
         Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
-            rule: Rule { policy, require_fresh: false, assertion: false, websocket: false },
+            rule: Rule { policy, require_fresh: false, roles: None, assertion: false, websocket: false },
             budget: None,
             index,
         }
@@ -407,7 +412,13 @@ mod tests {
     fn table(routes: Vec<Route>) -> RouteTable {
         RouteTable::new(
             routes,
-            Rule { policy: Policy::Deny, require_fresh: false, assertion: false, websocket: false },
+            Rule {
+                policy: Policy::Deny,
+                require_fresh: false,
+                roles: None,
+                assertion: false,
+                websocket: false,
+            },
         )
     }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::{Accounts, Registration, UserView};
 use crate::error::ApiError;
 use crate::http_io::{parse_json, Message};
+use crate::roles::Role;
 use crate::store::{Store, UserChange, UserId};
 use crate::tokens::TokenService;
 
@@ -112,6 +113,34 @@ pub struct RevokeToken {
 
 /// `GET /admin/stats`.
 pub struct Stats;
+
+/// `GET /admin/users/{id}/roles`: the roles the user holds, `admin` included.
+pub struct ListRoles {
+    pub id: UserId,
+}
+
+/// `PUT /admin/users/{id}/roles/{role}` (grant, `add: true`) or
+/// `DELETE /admin/users/{id}/roles/{role}` (withdraw). Both are idempotent;
+/// routes see the change at the next request.
+pub struct ChangeRole {
+    pub id: UserId,
+    pub role: Role,
+    pub add: bool,
+}
+
+/// The answer to [`ListRoles`] and [`ChangeRole`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserRoles {
+    pub user_id: UserId,
+    /// Sorted; `admin` when the user is an administrator.
+    pub roles: Vec<Role>,
+}
+
+impl From<UserView> for UserRoles {
+    fn from(user: UserView) -> Self {
+        UserRoles { user_id: user.id, roles: user.roles }
+    }
+}
 
 /// The answer to [`RevokeToken`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -265,6 +294,34 @@ impl Operation for Stats {
     }
 }
 
+#[async_trait]
+impl Operation for ListRoles {
+    type Answer = UserRoles;
+    fn target(&self) -> (Method, String) {
+        (Method::GET, format!("{}/roles", user_path(self.id)))
+    }
+    async fn run(&self, operator: &Operator) -> Result<UserRoles, ApiError> {
+        Ok(operator.accounts.show(self.id).await?.into())
+    }
+}
+
+#[async_trait]
+impl Operation for ChangeRole {
+    type Answer = UserRoles;
+    fn target(&self) -> (Method, String) {
+        let method = if self.add { Method::PUT } else { Method::DELETE };
+        (method, format!("{}/roles/{}", user_path(self.id), self.role))
+    }
+    async fn run(&self, operator: &Operator) -> Result<UserRoles, ApiError> {
+        let change = if self.add {
+            UserChange::AddRole(self.role.clone())
+        } else {
+            UserChange::RemoveRole(self.role.clone())
+        };
+        Ok(operator.accounts.change(self.id, change).await?.into())
+    }
+}
+
 /// An admin request as it arrived over HTTP: which operation it names.
 pub enum Request {
     ListUsers(ListUsers),
@@ -276,6 +333,8 @@ pub enum Request {
     RevokeUserTokens(RevokeUserTokens),
     RevokeToken(RevokeToken),
     Stats(Stats),
+    ListRoles(ListRoles),
+    ChangeRole(ChangeRole),
 }
 
 impl Request {
@@ -300,6 +359,14 @@ impl Request {
             }
             (&Method::POST, ["admin", "revoke"]) => Request::RevokeToken(parse_json(body)?),
             (&Method::GET, ["admin", "stats"]) => Request::Stats(Stats),
+            (&Method::GET, ["admin", "users", id, "roles"]) => {
+                Request::ListRoles(ListRoles { id: user_id(id)? })
+            }
+            (&Method::PUT | &Method::DELETE, ["admin", "users", id, "roles", role]) => {
+                let id = user_id(id)?;
+                let role = Role::parse(role).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+                Request::ChangeRole(ChangeRole { id, role, add: method == Method::PUT })
+            }
             _ => return Err(ApiError::NotFound),
         })
     }
@@ -339,6 +406,8 @@ mod tests {
             Request::RevokeUserTokens(op) => wire(&op),
             Request::RevokeToken(op) => wire(&op),
             Request::Stats(op) => wire(&op),
+            Request::ListRoles(op) => wire(&op),
+            Request::ChangeRole(op) => wire(&op),
         }
     }
 
@@ -358,6 +427,17 @@ mod tests {
         let revoke = RevokeToken { token: "t".into() };
         assert_eq!(parsed(&revoke), wire(&revoke));
         assert_eq!(parsed(&Stats), wire(&Stats));
+        assert_eq!(parsed(&ListRoles { id: 7 }), wire(&ListRoles { id: 7 }));
+        for add in [true, false] {
+            let change = ChangeRole { id: 8, role: Role::parse("billing:write").unwrap(), add };
+            assert_eq!(parsed(&change), wire(&change));
+        }
+    }
+
+    #[test]
+    fn a_role_in_the_path_must_be_a_valid_name() {
+        let refused = Request::parse(&Method::PUT, "/admin/users/1/roles/Editor", None, b"");
+        assert!(matches!(refused, Err(ApiError::InvalidRequest(m)) if m.contains("not a valid role name")));
     }
 
     #[test]

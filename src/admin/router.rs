@@ -145,6 +145,8 @@ impl AdminApi {
             Request::RevokeUserTokens(op) => self.run(op).await,
             Request::RevokeToken(op) => self.run(op).await,
             Request::Stats(op) => self.run(op).await,
+            Request::ListRoles(op) => self.run(op).await,
+            Request::ChangeRole(op) => self.run(op).await,
         }
     }
 

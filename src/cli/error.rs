@@ -33,6 +33,9 @@ pub enum CliError {
     /// An argument out of its allowed form; the message says which.
     #[error("{0}")]
     Usage(&'static str),
+    /// An argument's value was refused; the message names it and why.
+    #[error(transparent)]
+    InvalidRole(#[from] crate::roles::InvalidRole),
     #[error("{path} is in use: stop the gateway first (or migrate a copy)")]
     MigrateLocked { path: String },
     #[error("cannot start a runtime: {0}")]

@@ -128,6 +128,19 @@ enum UserCommand {
     Unblock { user: String },
     /// Delete a user; their tokens stop working at once.
     Delete { user: String },
+    /// List, grant or withdraw a user's roles (`admin` is the admin flag).
+    #[command(subcommand)]
+    Roles(RolesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Grant a role; routes that demand it let the user through at the next request.
+    Add { user: String, role: String },
+    /// Withdraw a role; the user's next request is judged without it.
+    Remove { user: String, role: String },
+    /// List a user's roles.
+    List { user: String },
 }
 
 #[derive(Debug, Subcommand)]

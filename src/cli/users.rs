@@ -7,10 +7,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::client::AdminClient;
-use super::{CliError, RevokeCommand, UserCommand};
+use super::{CliError, RevokeCommand, RolesCommand, UserCommand};
 use crate::admin::operations::{
-    CreateUser, DeleteUser, ListUsers, RevokeToken, RevokeUserTokens, ShowUser, UpdateUser, UserPatch,
+    ChangeRole, CreateUser, DeleteUser, ListRoles, ListUsers, RevokeToken, RevokeUserTokens, ShowUser,
+    UpdateUser, UserPatch,
 };
+use crate::roles::Role;
 
 pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
     let admin = AdminClient::connect(config_path)?;
@@ -39,7 +41,19 @@ pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(
         UserCommand::Delete { user } => {
             print_answer(&admin.call(&DeleteUser { id: admin.user_id(&user)? })?);
         }
+        UserCommand::Roles(RolesCommand::List { user }) => {
+            print_answer(&admin.call(&ListRoles { id: admin.user_id(&user)? })?);
+        }
+        UserCommand::Roles(RolesCommand::Add { user, role }) => change_role(&admin, &user, &role, true)?,
+        UserCommand::Roles(RolesCommand::Remove { user, role }) => change_role(&admin, &user, &role, false)?,
     }
+    Ok(())
+}
+
+fn change_role(admin: &AdminClient, user: &str, role: &str, add: bool) -> Result<(), CliError> {
+    // Checked here too, so a typo is refused before the store is opened or the API called.
+    let role = Role::parse(role)?;
+    print_answer(&admin.call(&ChangeRole { id: admin.user_id(user)?, role, add })?);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
 use super::{KeyAlgorithm, LogFormat, Selection, WhenUnreachable};
+use crate::roles::RolesMatch;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +296,10 @@ pub struct RouteEntry {
     pub rate: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_match: Option<Spanned<Word<RolesMatch>>>,
 }
 
 /// `upstream.health_check`: the kind of check, before `health_check_path`
@@ -340,6 +345,12 @@ impl<'de, T: Choice> Deserialize<'de> for Word<T> {
 impl<T: Serialize> Serialize for Word<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+impl Choice for RolesMatch {
+    fn unknown(word: &str) -> String {
+        format!("roles_match `{word}`: expected \"any\" or \"all\"")
     }
 }
 

@@ -3,6 +3,7 @@
 //! here, with its line, rather than misjudging requests later.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -10,6 +11,7 @@ use super::file;
 use super::values::Invalid;
 use crate::limits::{Budget, Rate, RateError};
 use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule, UnknownPolicy};
+use crate::roles::{Role, RoleRequirement, RolesMatch};
 
 /// Methods a route may name (case-insensitive in the file).
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -24,7 +26,8 @@ pub(super) fn route_table(
         Some(p) => p.get_ref().parse().map_err(|m: UnknownPolicy| Invalid::at(&p, m.to_string()))?,
         None => Policy::Deny,
     };
-    let default_rule = Rule { policy: default_policy, require_fresh: false, assertion, websocket: false };
+    let default_rule =
+        Rule { policy: default_policy, require_fresh: false, roles: None, assertion, websocket: false };
     let compiled = routes
         .into_iter()
         .enumerate()
@@ -43,10 +46,13 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
         .get_ref()
         .parse()
         .map_err(|e: UnknownPolicy| Invalid::at(&entry.policy, e.to_string()))?;
-    if entry.fresh && policy != Policy::Admin {
+    let roles = role_requirement(&entry, policy, entry_span.clone())?;
+    if entry.fresh && policy != Policy::Admin && roles.is_none() {
         return Err(Invalid {
             span: entry_span,
-            message: "`fresh = true` only applies to admin routes; use `policy = \"fresh\"` instead".into(),
+            message: "`fresh = true` only applies to admin routes and routes with `roles`; \
+                      use `policy = \"fresh\"` instead"
+                .into(),
         });
     }
     let methods = entry.methods.iter().map(method).collect::<Result<Vec<_>, _>>()?;
@@ -65,6 +71,7 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
         rule: Rule {
             policy,
             require_fresh: entry.fresh,
+            roles,
             assertion: entry.assertion.unwrap_or(assertion),
             websocket: entry.websocket,
         },
@@ -98,6 +105,36 @@ fn budget(
         None => None,
     };
     Ok(Some(Budget::new(parsed, burst, pattern.as_str(), methods)))
+}
+
+/// `roles` and `roles_match`: only on routes that identify the caller.
+fn role_requirement(
+    entry: &file::RouteEntry,
+    policy: Policy,
+    entry_span: std::ops::Range<usize>,
+) -> Result<Option<Arc<RoleRequirement>>, Invalid> {
+    let matching = entry.roles_match.as_ref();
+    if entry.roles.is_empty() {
+        return match matching {
+            Some(m) => Err(Invalid::at(m, "`roles_match` needs a `roles` list on the same route")),
+            None => Ok(None),
+        };
+    }
+    if !matches!(policy, Policy::Any | Policy::Fresh | Policy::Admin) {
+        return Err(Invalid {
+            span: entry_span,
+            message: format!(
+                "`roles` needs a route that identifies the caller (policy any, fresh or admin), not `{policy}`"
+            ),
+        });
+    }
+    let roles = entry
+        .roles
+        .iter()
+        .map(|name| Role::parse(name.get_ref()).map_err(|e| Invalid::at(name, e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let matching = matching.map_or(RolesMatch::Any, |m| m.get_ref().0);
+    Ok(RoleRequirement::new(roles, matching).map(Arc::new))
 }
 
 fn method(name: &Spanned<String>) -> Result<http::Method, Invalid> {

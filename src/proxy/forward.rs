@@ -15,6 +15,7 @@ use super::{Gateway, Live, RequestCtx};
 use crate::auth::Identity;
 use crate::clock::now_unix;
 use crate::http_io::REQUEST_ID;
+use crate::roles;
 use crate::tokens::{Assertion, TokenError};
 
 impl Gateway {
@@ -34,6 +35,7 @@ impl Gateway {
             username: identity.map(|i| i.username.clone()),
             email: identity.map(|i| i.email.clone()),
             admin: identity.is_some_and(|i| i.is_admin),
+            roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
             fresh: identity.is_some_and(|i| i.fresh),
             method: request.method.to_string(),
             // The canonical target, set on the request before it was judged.
@@ -108,7 +110,7 @@ pub fn rewrite_upstream_headers(
     }
     upstream_request.insert_header(REQUEST_ID, request_id)?;
     if let Some(identity) = identity {
-        let [user_id, username, email, admin, fresh, token_id] = &live.identity_headers;
+        let [user_id, username, email, admin, fresh, token_id, roles] = &live.identity_headers;
         let mut id_buf = itoa::Buffer::new();
         upstream_request.insert_header(user_id.clone(), id_buf.format(identity.user_id))?;
         upstream_request.insert_header(username.clone(), header_safe(&identity.username).as_ref())?;
@@ -116,6 +118,9 @@ pub fn rewrite_upstream_headers(
         upstream_request.insert_header(admin.clone(), bool_str(identity.is_admin))?;
         upstream_request.insert_header(fresh.clone(), bool_str(identity.fresh))?;
         upstream_request.insert_header(token_id.clone(), identity.token_id.as_str())?;
+        // Always sent to an identified caller's upstream, empty for no roles:
+        // the name is reserved to the gateway either way.
+        upstream_request.insert_header(roles.clone(), roles::header_value(&identity.roles))?;
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub use ctx::{Outcome, PolicyLabel, RequestCtx};
 pub use forward::rewrite_upstream_headers;
 
 /// Identity header names, without the configured prefix.
-const IDENTITY_FIELDS: [&str; 6] = ["user-id", "username", "email", "admin", "fresh", "token-id"];
+const IDENTITY_FIELDS: [&str; 7] = ["user-id", "username", "email", "admin", "fresh", "token-id", "roles"];
 
 /// What a reload replaces: routes, policies and upstreams.
 pub struct Live {
@@ -54,7 +54,7 @@ pub struct Live {
     /// `[upstream]`: identity headers, timeouts, the assertion, WebSockets.
     pub upstream_settings: UpstreamConfig,
     /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], built once.
-    identity_headers: [http::HeaderName; 6],
+    identity_headers: [http::HeaderName; 7],
     /// `{prefix}assertion`.
     assertion_header: http::HeaderName,
 }
@@ -63,8 +63,8 @@ impl Live {
     pub fn new(routes: RouteTable, upstream: UpstreamConfig) -> Result<Self, UpstreamError> {
         let upstreams = UpstreamPool::new(&upstream)?;
         let header = |field: &str| http::HeaderName::try_from(format!("{}{field}", upstream.identity_prefix));
-        let [user_id, username, email, admin, fresh, token_id] = IDENTITY_FIELDS.map(header);
-        let identity_headers = [user_id?, username?, email?, admin?, fresh?, token_id?];
+        let [user_id, username, email, admin, fresh, token_id, roles] = IDENTITY_FIELDS.map(header);
+        let identity_headers = [user_id?, username?, email?, admin?, fresh?, token_id?, roles?];
         let assertion_header = header("assertion")?;
         Ok(Live { routes, upstreams, upstream_settings: upstream, identity_headers, assertion_header })
     }

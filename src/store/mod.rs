@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::identity_text;
+use crate::roles::{self, Role, MAX_ROLES_PER_USER};
 
 #[cfg(feature = "server")]
 pub(crate) use redis_store::{pool::Pool as RedisPool, Keys as RedisKeys};
@@ -52,6 +53,35 @@ pub struct User {
     /// Carried in every token as `ver`; bumping it revokes all the user's
     /// tokens at once without listing them.
     pub token_version: u64,
+    /// Roles besides `admin` (which is `is_admin`): sorted, no duplicates, at
+    /// most [`MAX_ROLES_PER_USER`]. Records written before roles existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+impl User {
+    /// Every role the account holds, `admin` included when it is one, sorted.
+    pub fn held_roles(&self) -> Vec<Role> {
+        roles::held(&self.roles, self.is_admin)
+    }
+
+    /// Applies a role change to the record: `false` if it can't be applied
+    /// because the account already holds [`MAX_ROLES_PER_USER`] roles.
+    pub(crate) fn apply_role_change(&mut self, role: &Role, add: bool) -> bool {
+        if role.is_admin() {
+            self.is_admin = add;
+            return true;
+        }
+        match (self.roles.binary_search(role), add) {
+            (Ok(_), true) | (Err(_), false) => {}
+            (Err(at), true) if self.roles.len() < MAX_ROLES_PER_USER => self.roles.insert(at, role.clone()),
+            (Err(_), true) => return false,
+            (Ok(at), false) => {
+                self.roles.remove(at);
+            }
+        }
+        true
+    }
 }
 
 /// Why a token id is on the revocation list.
@@ -89,12 +119,17 @@ pub struct NewUser {
 }
 
 /// A change to an existing account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserChange {
     SetAdmin(bool),
     /// Blocking also revokes every token the user holds.
     SetBlocked(bool),
     RevokeAllTokens,
+    /// Adding `admin` sets the admin flag. Refused (the record is left as it
+    /// was) when the account already holds [`MAX_ROLES_PER_USER`] roles.
+    AddRole(Role),
+    /// Removing `admin` clears the admin flag.
+    RemoveRole(Role),
 }
 
 #[derive(Debug, thiserror::Error)]

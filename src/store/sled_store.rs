@@ -229,6 +229,7 @@ impl Store for SledStore {
             blocked: false,
             created_at: now_unix(),
             token_version: 0,
+            roles: Vec::new(),
         };
         let record = Self::encode(&user)?;
         let (email_key, username_key) =
@@ -286,15 +287,18 @@ impl Store for SledStore {
         self.users
             .fetch_and_update(key, |old| {
                 let mut user = Self::decode(old?).map_err(|e| failure = Some(e)).ok()?;
-                match change {
-                    UserChange::SetAdmin(admin) => user.is_admin = admin,
+                match &change {
+                    UserChange::SetAdmin(admin) => user.is_admin = *admin,
                     UserChange::SetBlocked(blocked) => {
-                        if blocked && !user.blocked {
+                        if *blocked && !user.blocked {
                             user.token_version += 1;
                         }
-                        user.blocked = blocked;
+                        user.blocked = *blocked;
                     }
                     UserChange::RevokeAllTokens => user.token_version += 1,
+                    // A full role list leaves the record as it was; the caller sees the role missing.
+                    UserChange::AddRole(role) => _ = user.apply_role_change(role, true),
+                    UserChange::RemoveRole(role) => _ = user.apply_role_change(role, false),
                 }
                 let bytes = Self::encode(&user).map_err(|e| failure = Some(e)).ok();
                 updated = Some(user);

@@ -78,6 +78,7 @@ pub(crate) mod tests {
             blocked: false,
             created_at: 0,
             token_version: 0,
+            roles: Vec::new(),
         })
     }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_unix;
 use crate::config::{KeyAlgorithm, Secret, TokenConfig};
+use crate::roles::Role;
 use crate::store::User;
 
 /// Longest token accepted before any parsing: bounds the work an attacker can cause.
@@ -90,6 +91,11 @@ pub struct Claims {
     pub kind: TokenKind,
     pub fresh: bool,
     pub is_admin: bool,
+    /// The roles the account held when the token was issued (`admin` when
+    /// `is_admin`), for clients to read; decisions use the account's current
+    /// roles. Absent when there are none, and in tokens from before roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
     /// The user's token version at issue; see [`crate::store::User::token_version`].
     pub ver: u64,
     /// The login session this token belongs to: every token minted from one
@@ -120,6 +126,9 @@ pub struct Assertion {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     pub admin: bool,
+    /// The caller's roles as the gateway decided them (`admin` included), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
     pub fresh: bool,
     pub method: String,
     pub path: String,
@@ -292,6 +301,7 @@ impl TokenService {
             kind,
             fresh: fresh && kind == TokenKind::Access,
             is_admin: user.is_admin,
+            roles: user.held_roles(),
             ver: user.token_version,
             fam: family.to_owned(),
         };
@@ -366,6 +376,7 @@ mod tests {
             username: "a".into(),
             password_hash: String::new(),
             is_admin: true,
+            roles: Vec::new(),
             blocked: false,
             created_at: 0,
             token_version: 3,

@@ -347,6 +347,7 @@ mod tests {
             username: String::new(),
             password_hash: String::new(),
             is_admin: false,
+            roles: Vec::new(),
             blocked: false,
             created_at: 0,
             token_version: 1,
@@ -412,6 +413,7 @@ mod tests {
             kind: TokenKind::Access,
             fresh: false,
             is_admin: false,
+            roles: Vec::new(),
             ver: 0,
             fam: "f".into(),
         };

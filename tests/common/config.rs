@@ -35,6 +35,8 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         websocket: false,
         rate: None,
         burst: None,
+        roles: Vec::new(),
+        roles_match: None,
     })
 }
 

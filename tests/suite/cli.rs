@@ -31,6 +31,45 @@ fn check_config_points_at_the_error() {
     assert!(stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())), "{stderr}");
 }
 
+/// Role demands a route can't have are refused at their line: a name
+/// outside the role alphabet, roles on a route that identifies nobody, a
+/// `roles_match` without roles or with an unknown word.
+#[test]
+fn check_config_refuses_bad_role_demands_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[upstream]\naddresses = [\"127.0.0.1:1\"]\n\n[[routes]]\npath = \"/a\"\n";
+    let cases = [
+        (
+            "policy = \"any\"\nroles = [\"editor\", \"Publisher\"]\n",
+            ":7:20: `Publisher` is not a valid role name",
+        ),
+        ("policy = \"public\"\nroles = [\"editor\"]\n", "`roles` needs a route that identifies the caller"),
+        ("policy = \"optional\"\nroles = [\"editor\"]\n", "(policy any, fresh or admin), not `optional`"),
+        ("policy = \"any\"\nroles_match = \"all\"\n", ":7:15: `roles_match` needs a `roles` list"),
+        (
+            "policy = \"any\"\nroles = [\"editor\"]\nroles_match = \"most\"\n",
+            ":8:15: roles_match `most`: expected",
+        ),
+        (
+            "policy = \"any\"\nfresh = true\n",
+            "`fresh = true` only applies to admin routes and routes with `roles`",
+        ),
+    ];
+    for (route, expected) in cases {
+        let path = dir.path().join("roles.toml");
+        std::fs::write(&path, format!("{head}{route}")).unwrap();
+        let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expected), "{route}: {stderr}");
+    }
+    let path = dir.path().join("good.toml");
+    let good =
+        "policy = \"any\"\nroles = [\"editor\", \"billing:write\"]\nroles_match = \"all\"\nfresh = true\n";
+    std::fs::write(&path, format!("{head}{good}")).unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `check-config` builds what `serve` builds: a key file `serve` cannot read
 /// fails the check too, not only the start.
 #[test]

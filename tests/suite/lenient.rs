@@ -675,6 +675,32 @@ fn the_backend_sees_exactly_the_real_identity_and_nothing_forged() {
     assert!(backend.admin_handler_ran().is_empty(), "{:#?}", backend.admin_handler_ran());
 }
 
+/// Roles reach a lenient backend only as the gateway decided them: every
+/// client spelling of the roles header is gone, for an identified caller
+/// (who gets the gateway's value) and for an anonymous one (who gets none).
+#[test]
+fn the_backend_sees_only_the_roles_the_gateway_decided() {
+    let rig = rig();
+    let (gw, backend) = (&rig.gw, &rig.backend);
+    gw.register("rho@example.com", "rho", "rho-password");
+    let out = gw.cli(&["user", "roles", "add", "rho@example.com", "editor"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (token, _) = gw.login("rho@example.com", "rho-password");
+    let forged = "X-Auth-Roles: admin\r\nX_Auth_Roles: admin,billing\r\nx_auth_roles: root\r\n";
+    for (line, auth, expected) in [
+        ("GET /item/x", format!("Authorization: Bearer {token}\r\n"), json!("editor")),
+        ("GET /public/x", String::new(), Value::Null),
+    ] {
+        let before = backend.records().len();
+        let (status, body) = raw(gw.addr, &request(line, &format!("{auth}{forged}"), ""));
+        assert_eq!(status, 200, "{line}: {body}");
+        let new: Vec<Value> = backend.records().into_iter().skip(before).collect();
+        assert_eq!(new.len(), 1, "{line}: {new:#?}");
+        assert_eq!(new[0]["HTTP_X_AUTH_ROLES"], expected, "{line}: {:#}", new[0]);
+    }
+    assert!(backend.admin_handler_ran().is_empty(), "{:#?}", backend.admin_handler_ran());
+}
+
 /// The gateway judges `PUT`/`POST /item/x`, but a backend that honours a
 /// `_method` form field would run `DELETE /item/x`, a route the gateway keeps
 /// for admins: such a body is refused before the backend sees the request.

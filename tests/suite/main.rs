@@ -27,6 +27,7 @@ mod in_process;
 mod keys;
 mod lenient;
 mod operations;
+mod roles;
 mod scale_out;
 mod store_contract;
 mod websocket;

@@ -434,3 +434,35 @@ fn sentinel_failover_keeps_every_acknowledged_write() {
     assert!(confirmed, "writes were not acknowledged again: {last} {}", gw.log());
     assert!(replica.cli(&["--scan", "--pattern", "gatehouse:revoked:*"]).lines().count() >= 3);
 }
+
+/// A role granted or withdrawn through one gateway is decided on by the
+/// other within a second: the role check reads the shared account.
+#[test]
+fn a_role_change_on_one_gateway_is_decided_on_by_the_other_within_a_second() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let (a, b) = pair(&upstream, redis.section(), |c| {
+        let mut editors = crate::common::config::route("/debug/echo/editors/**", &[], "any");
+        editors.get_mut().roles = vec![spanned("editor".to_owned())];
+        c.routes.push(editors);
+    });
+    let id = a.register("ria@example.com", "ria", "ria-password-1")["id"].as_u64().unwrap();
+    let (token, _) = b.login("ria@example.com", "ria-password-1");
+    let on_b = || b.get("/debug/echo/editors/x", Some(&token));
+    assert_eq!(error_of(&on_b()), (403, Some("role_required")));
+    let call = |gw: &Gateway, method: reqwest::Method| {
+        let url = format!("http://{}/admin/users/{id}/roles/editor", gw.admin_addr);
+        let resp = gw.http.request(method, url).bearer_auth(&gw.admin_token).send().unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    call(&a, reqwest::Method::PUT);
+    let took = within(Duration::from_secs(1), || on_b().0 == 200);
+    assert!(took.is_some(), "the grant on A was not seen by B within a second: {:?}", on_b());
+    let (_, echo) = on_b();
+    assert_eq!(echo["headers"]["x-auth-roles"], json!(["editor"]), "{echo}");
+
+    call(&b, reqwest::Method::DELETE);
+    let on_a = || a.get("/debug/echo/editors/x", Some(&token));
+    let took = within(Duration::from_secs(1), || error_of(&on_a()) == (403, Some("role_required")));
+    assert!(took.is_some(), "the withdrawal on B was not seen by A within a second: {:?}", on_a());
+}

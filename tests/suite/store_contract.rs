@@ -8,6 +8,8 @@ use gatehouse::store::{
     EmailLookup, NewUser, RedisStore, Revocation, SledStore, Store, StoreError, User, UserChange,
 };
 
+use gatehouse::roles::{Role, MAX_ROLES_PER_USER};
+
 use crate::common::redis::RedisServer;
 
 /// A user with this email and a username of its own (usernames are unique).
@@ -52,6 +54,7 @@ async fn keeps_the_contract(store: &dyn Store) {
     assert_eq!(bumped.token_version, blocked.token_version + 1);
     assert_eq!(store.user(ann.id).await.unwrap().unwrap().token_version, bumped.token_version);
     assert!(store.change_user(999, UserChange::SetAdmin(true)).await.unwrap().is_none());
+    keeps_roles(store, bob.id).await;
 
     // Deleting frees the email.
     assert!(store.delete_user(ann.id).await.unwrap());
@@ -77,6 +80,40 @@ async fn keeps_the_contract(store: &dyn Store) {
     assert!(store.is_family_revoked("f1").await.unwrap());
     assert_eq!(store.revoked_count().await.unwrap(), 3);
     store.health().await.unwrap();
+}
+
+/// Roles are a sorted set; `admin` is the admin flag; a full list refuses
+/// more, leaving the record as it was; every change reads back at once.
+async fn keeps_roles(store: &dyn Store, id: u64) {
+    let role = |name: &str| Role::parse(name).unwrap();
+    let change = |c: UserChange| async move { store.change_user(id, c).await.unwrap().unwrap() };
+    let names = |user: &User| user.held_roles().iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    assert!(store.user(id).await.unwrap().unwrap().roles.is_empty());
+    change(UserChange::AddRole(role("publisher"))).await;
+    let twice = change(UserChange::AddRole(role("editor"))).await;
+    assert_eq!(names(&twice), ["editor", "publisher"]);
+    assert_eq!(names(&change(UserChange::AddRole(role("editor"))).await), ["editor", "publisher"]);
+    let admin = change(UserChange::AddRole(role("admin"))).await;
+    assert!(admin.is_admin);
+    assert_eq!(names(&admin), ["admin", "editor", "publisher"]);
+    assert_eq!(admin.roles, vec![role("editor"), role("publisher")], "admin is the flag, not a stored role");
+    assert_eq!(names(&store.user(id).await.unwrap().unwrap()), ["admin", "editor", "publisher"]);
+    assert!(!change(UserChange::RemoveRole(role("admin"))).await.is_admin);
+    assert_eq!(names(&change(UserChange::RemoveRole(role("editor"))).await), ["publisher"]);
+    assert_eq!(names(&change(UserChange::RemoveRole(role("editor"))).await), ["publisher"]);
+    assert_eq!(names(&store.user(id).await.unwrap().unwrap()), ["publisher"]);
+    for n in 1..MAX_ROLES_PER_USER {
+        change(UserChange::AddRole(role(&format!("r{n:02}")))).await;
+    }
+    let full = change(UserChange::AddRole(role("one-too-many"))).await;
+    assert_eq!(full.roles.len(), MAX_ROLES_PER_USER);
+    assert!(!full.roles.contains(&role("one-too-many")));
+    assert!(change(UserChange::AddRole(role("admin"))).await.is_admin, "admin is not counted");
+    for n in 1..MAX_ROLES_PER_USER {
+        change(UserChange::RemoveRole(role(&format!("r{n:02}")))).await;
+    }
+    change(UserChange::RemoveRole(role("admin"))).await;
+    assert!(store.change_user(999, UserChange::AddRole(role("x"))).await.unwrap().is_none());
 }
 
 /// Emails and usernames are unique by comparison key (NFKC, case folding,
@@ -143,6 +180,7 @@ fn legacy_user(id: u64, email: &str, username: &str) -> User {
         blocked: false,
         created_at: 1,
         token_version: 0,
+        roles: Vec::new(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{OriginalUri, Query};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
+use crate::AppState;
 
 /// Longest `/debug/slow` will sleep, whatever it is asked.
 pub const MAX_SLOW_MS: u64 = 60_000;
@@ -27,6 +28,7 @@ pub const MAX_SLOW_MS: u64 = 60_000;
 /// handshake becomes the echo socket (see `ws.rs`), anything else gets the
 /// JSON report.
 pub(crate) async fn echo(
+    State(state): State<AppState>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
@@ -50,6 +52,8 @@ pub(crate) async fn echo(
         "method": method.as_str(),
         "path": path,
         "headers": seen,
+        // The roles header read as a list, `null` when none arrived.
+        "roles": state.identity.roles(&headers),
     }))
     .into_response()
 }

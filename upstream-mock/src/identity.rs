@@ -14,6 +14,8 @@ pub(crate) struct IdentityHeaders {
     /// `<prefix>User-Id`, or `None` when the prefix does not make a valid
     /// header name (then no request can ever be identified).
     user_id: Option<HeaderName>,
+    /// `<prefix>Roles`: the caller's roles, comma-separated.
+    roles: Option<HeaderName>,
 }
 
 impl IdentityHeaders {
@@ -21,7 +23,27 @@ impl IdentityHeaders {
         // `from_bytes` lower-cases, so the lookup is case-insensitive as HTTP
         // header names are.
         let user_id = HeaderName::from_bytes(format!("{prefix}User-Id").as_bytes()).ok();
-        Self { user_id }
+        let roles = HeaderName::from_bytes(format!("{prefix}Roles").as_bytes()).ok();
+        Self { user_id, roles }
+    }
+
+    /// The caller's roles as the gateway sent them (every copy of the header,
+    /// split at commas), or `None` without the header.
+    pub(crate) fn roles(&self, headers: &HeaderMap) -> Option<Vec<String>> {
+        let name = self.roles.as_ref()?;
+        let mut copies = headers.get_all(name).iter().peekable();
+        copies.peek()?;
+        Some(
+            copies
+                .flat_map(|value| {
+                    String::from_utf8_lossy(value.as_bytes())
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|role| !role.is_empty())
+                .collect(),
+        )
     }
 
     /// The caller's user id, when the gateway identified one. The header
@@ -35,7 +57,7 @@ impl IdentityHeaders {
 
 /// Whether `prefix` yields valid header names for every identity header.
 pub fn is_valid_prefix(prefix: &str) -> bool {
-    ["User-Id", "Username", "Email", "Admin", "Fresh", "Token-Id"]
+    ["User-Id", "Username", "Email", "Admin", "Fresh", "Token-Id", "Roles"]
         .iter()
         .all(|suffix| HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes()).is_ok())
 }

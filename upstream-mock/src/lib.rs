@@ -19,7 +19,8 @@
 //!
 //! The mock performs no authentication at all: it trusts the identity
 //! headers the gateway injects (`X-Auth-User-Id`, `X-Auth-Username`,
-//! `X-Auth-Email`, `X-Auth-Admin`, `X-Auth-Fresh`, `X-Auth-Token-Id`, with a
+//! `X-Auth-Email`, `X-Auth-Admin`, `X-Auth-Fresh`, `X-Auth-Token-Id`,
+//! `X-Auth-Roles`, with a
 //! configurable prefix). A caller is *identified* when `<prefix>User-Id` is
 //! present.
 //!
@@ -31,7 +32,7 @@
 //! | `GET /items` | full items when identified, names only when anonymous |
 //! | `GET/POST/DELETE /product/{name}`, `GET /products` | same shape as items |
 //! | `GET/POST/DELETE /category/{name}`, `GET /categories` | `{name, items}` |
-//! | any method `/debug/echo[/{*rest}]` | `{method, path, headers}` as received; a WebSocket handshake is upgraded to the echo socket below |
+//! | any method `/debug/echo[/{*rest}]` | `{method, path, headers, roles}` as received (`roles`: the `<prefix>Roles` header as a list, `null` without it); a WebSocket handshake is upgraded to the echo socket below |
 //! | `GET /ws/echo[/{*rest}]`, `GET /debug/ws[/{*rest}]` (WebSocket) | hello `{type: "hello", method, path, headers}`, then echoes every message |
 //! | `GET /debug/slow?ms=N` | sleeps up to 60 s, then `{slept_ms}` |
 //! | `GET /healthz` | `{status: "ok"}` |

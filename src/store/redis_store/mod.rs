@@ -80,6 +80,7 @@ use super::{
 };
 use crate::clock::now_unix;
 use crate::config::{RedisConfig, WhenUnreachable};
+use crate::roles::{self, MAX_ROLES_PER_USER};
 
 pub(crate) use self::keys::Keys;
 
@@ -228,7 +229,8 @@ impl RedisStore {
                     .arg(self.keys.username_prefix())
                     .arg(&username_key)
                     .arg(flag(claim.email))
-                    .arg(flag(claim.username)),
+                    .arg(flag(claim.username))
+                    .arg(roles::header_value(&user.roles)),
             )
             .await?;
         self.mirror.users.forget(user.id);
@@ -383,6 +385,7 @@ impl Store for RedisStore {
             blocked: false,
             created_at,
             token_version: 0,
+            roles: Vec::new(),
         })
     }
 
@@ -436,10 +439,16 @@ impl Store for RedisStore {
     }
 
     async fn change_user(&self, id: UserId, change: UserChange) -> Result<Option<User>, StoreError> {
-        let (operation, value) = match change {
-            UserChange::SetAdmin(admin) => ("admin", u8::from(admin)),
-            UserChange::SetBlocked(blocked) => ("blocked", u8::from(blocked)),
-            UserChange::RevokeAllTokens => ("revoke_all", 0),
+        let flag = |set: bool| if set { "1" } else { "0" };
+        let (operation, value) = match &change {
+            UserChange::SetAdmin(admin) => ("admin", flag(*admin)),
+            UserChange::AddRole(role) | UserChange::RemoveRole(role) if role.is_admin() => {
+                ("admin", flag(matches!(change, UserChange::AddRole(_))))
+            }
+            UserChange::AddRole(role) => ("role_add", role.as_str()),
+            UserChange::RemoveRole(role) => ("role_remove", role.as_str()),
+            UserChange::SetBlocked(blocked) => ("blocked", flag(*blocked)),
+            UserChange::RevokeAllTokens => ("revoke_all", "0"),
         };
         let fields: Option<HashMap<String, String>> = self
             .pool
@@ -450,7 +459,8 @@ impl Store for RedisStore {
                     .arg(operation)
                     .arg(value)
                     .arg(&self.keys.channel)
-                    .arg(id),
+                    .arg(id)
+                    .arg(MAX_ROLES_PER_USER),
             )
             .await?;
         self.mirror.users.forget(id);

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::keys::Keys;
 use super::pool::Pool;
+use crate::roles;
 use crate::store::{StoreError, User, UserId};
 
 pub(super) async fn fetch_user(pool: &Pool, keys: &Keys, id: UserId) -> Result<Option<User>, StoreError> {
@@ -32,5 +33,8 @@ pub(super) fn user_from_fields(fields: &HashMap<String, String>) -> Result<User,
         blocked: number("blocked")? == 1,
         created_at: number("created_at")?,
         token_version: number("token_version")?,
+        // Records written before roles existed have no `roles` field.
+        roles: roles::parse_list(fields.get("roles").map_or("", String::as_str))
+            .map_err(|e| StoreError::Corrupt(format!("user record `roles`: {e}")))?,
     })
 }

@@ -20,7 +20,7 @@ redis.call('SADD', KEYS[3], id)
 return id
 ";
 
-/// Writes a whole user record with its id (migrations). With ARGV[14] /
+/// Writes a whole user record with its id (migrations; ARGV[16] its roles). With ARGV[14] /
 /// ARGV[15] = '1' it claims the email / username index entry: 0 if the email
 /// belongs to another id, 2 if the username does. Index entries of this id's
 /// previous record that no longer apply are removed.
@@ -43,7 +43,7 @@ if old[3] and old[3] ~= ARGV[13] and redis.call('GET', ARGV[12] .. old[3]) == AR
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'email', ARGV[2], 'username', ARGV[3], 'password_hash', ARGV[4],
   'is_admin', ARGV[5], 'blocked', ARGV[6], 'created_at', ARGV[7], 'token_version', ARGV[8],
-  'email_key', ARGV[11], 'username_key', ARGV[13])
+  'email_key', ARGV[11], 'username_key', ARGV[13], 'roles', ARGV[16])
 if ARGV[14] == '1' then redis.call('SET', KEYS[2], ARGV[1]) end
 if ARGV[15] == '1' then redis.call('SET', KEYS[5], ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -53,9 +53,22 @@ return 1
 ";
 
 /// Applies a [`UserChange`]; returns the new record, or nil if there is no such user.
+/// `role_add` / `role_remove` edit the sorted, comma-separated `roles` field
+/// (ARGV[2] the role); an add past ARGV[5] roles changes nothing.
 pub(super) const CHANGE_USER: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if ARGV[1] == 'admin' then
+if ARGV[1] == 'role_add' or ARGV[1] == 'role_remove' then
+  local roles = {}
+  for role in string.gmatch(redis.call('HGET', KEYS[1], 'roles') or '', '[^,]+') do
+    if role ~= ARGV[2] then table.insert(roles, role) end
+  end
+  if ARGV[1] == 'role_add' then
+    if #roles >= tonumber(ARGV[5]) then return redis.call('HGETALL', KEYS[1]) end
+    table.insert(roles, ARGV[2])
+  end
+  table.sort(roles)
+  redis.call('HSET', KEYS[1], 'roles', table.concat(roles, ','))
+elseif ARGV[1] == 'admin' then
   redis.call('HSET', KEYS[1], 'is_admin', ARGV[2])
 elseif ARGV[1] == 'blocked' then
   if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'blocked') ~= '1' then
