@@ -66,6 +66,9 @@ Try every policy (paste into another shell):
   curl -s -XPOST $G/item/vase -H "Authorization: Bearer \$STALE" -d '{"price": 3}'       # fresh: 401 fresh_token_required
   curl -s -XDELETE $G/item/lamp -H "Authorization: Bearer \$ALICE"  # admin: 403 admin_required
   curl -s -XDELETE $G/item/lamp -H "Authorization: Bearer \$ADMIN"  # admin: 200
+  curl -s -XPOST $G/category/toys -H "Authorization: Bearer \$ALICE" # roles: 403 role_required (editors only)
+  GATEHOUSE_ADMIN_TOKEN=\$(cat $state/admin.token) $bin_dir/gatehouse --config $config user roles add alice@example.com editor
+  curl -s -XPOST $G/category/toys -H "Authorization: Bearer \$ALICE" # roles: 201, at once, same token
   curl -s $G/debug/echo                                            # deny: 403 access_denied
   curl -s -XPOST $G/logout -H "Authorization: Bearer \$ALICE"       # revoke; then reuse it: 401 token_revoked
 
@@ -91,6 +94,11 @@ check 201 "fresh POST with a fresh token" -XPOST $G/item/lamp -H "Authorization:
 check 401 "fresh POST with a refreshed token" -XPOST $G/item/vase -H "Authorization: Bearer $STALE" -d '{"price": 3}'
 check 403 "admin DELETE as a user" -XDELETE $G/item/lamp -H "Authorization: Bearer $ALICE"
 check 200 "admin DELETE as admin" -XDELETE $G/item/lamp -H "Authorization: Bearer $ADMIN"
+check 403 "editor route without the role" -XPOST $G/category/toys -H "Authorization: Bearer $ALICE"
+GATEHOUSE_LOG=warn gatehouse user roles add alice@example.com editor >/dev/null
+check 201 "editor route once granted" -XPOST $G/category/toys -H "Authorization: Bearer $ALICE"
+GATEHOUSE_LOG=warn gatehouse user roles remove alice@example.com editor >/dev/null
+check 403 "editor route once withdrawn" -XDELETE $G/category/toys -H "Authorization: Bearer $ALICE"
 check 403 "deny /debug/echo" $G/debug/echo
 check 200 "logout" -XPOST $G/logout -H "Authorization: Bearer $ALICE"
 check 401 "revoked token" $G/item/chair -H "Authorization: Bearer $ALICE"

@@ -479,6 +479,21 @@ mod tests {
     }
 
     #[test]
+    fn methods_differing_only_in_roles_are_not_judged_alike() {
+        use crate::roles::{Role, RolesMatch};
+        let mut editors = route("/doc/{id}", &["DELETE"], Policy::Any, 1);
+        let roles = vec![Role::parse("editor").unwrap()];
+        editors.rule.roles = RoleRequirement::new(roles, RolesMatch::Any).map(Arc::new);
+        let t = table(vec![route("/doc/{id}", &[], Policy::Any, 0), editors]);
+        assert!(!t.judged_alike_for_every_method("/doc/1"), "a `_method=DELETE` would skip the role check");
+        let plain = table(vec![
+            route("/doc/{id}", &[], Policy::Any, 0),
+            route("/doc/{id}", &["DELETE"], Policy::Any, 1),
+        ]);
+        assert!(plain.judged_alike_for_every_method("/doc/1"));
+    }
+
+    #[test]
     fn unmatched_requests_get_the_default_rule() {
         let t = table(vec![route("/items", &["GET"], Policy::Optional, 0)]);
         let m = t.lookup(&Method::DELETE, "/items");

@@ -27,9 +27,25 @@ pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(
         }
         UserCommand::List => {
             let users = admin.call(&ListUsers)?;
-            say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", "ID", "EMAIL", "USERNAME", "ADMIN", "BLOCKED");
+            say!(
+                "{:>6}  {:<32} {:<20} {:<5} {:<7} {}",
+                "ID",
+                "EMAIL",
+                "USERNAME",
+                "ADMIN",
+                "BLOCKED",
+                "ROLES"
+            );
             for u in users {
-                say!("{:>6}  {:<32} {:<20} {:<5} {:<7}", u.id, u.email, u.username, u.is_admin, u.blocked);
+                let roles = crate::roles::header_value(&u.roles);
+                say!(
+                    "{:>6}  {:<32} {:<20} {:<5} {:<7} {roles}",
+                    u.id,
+                    u.email,
+                    u.username,
+                    u.is_admin,
+                    u.blocked
+                );
             }
         }
         UserCommand::Show { user } => print_answer(&admin.call(&ShowUser { id: admin.user_id(&user)? })?),

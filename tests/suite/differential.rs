@@ -98,7 +98,7 @@ const HOST: &str = "gatehouse.test";
 /// The gateway sees every test connection from here.
 const PEER_IP: &str = "127.0.0.1";
 /// The identity headers the gateway injects, without the `x-auth-` prefix.
-const IDENTITY_FIELDS: [&str; 6] = ["user-id", "username", "email", "admin", "fresh", "token-id"];
+const IDENTITY_FIELDS: [&str; 7] = ["user-id", "username", "email", "admin", "fresh", "token-id", "roles"];
 /// A form body where an override matters is read whole up to this (pingora's
 /// body buffer); a longer one is refused with 413.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -1005,6 +1005,9 @@ struct Identity {
     email: String,
     admin: bool,
     fresh: bool,
+    /// `x-auth-roles` as the gateway writes it: the token's roles (no test
+    /// user's roles change here), sorted, comma-separated.
+    roles: String,
 }
 
 struct Tokens {
@@ -2116,6 +2119,10 @@ fn identity(token: String, username: &str, email: &str) -> Identity {
         user_id: claims["sub"].as_str().and_then(|s| s.parse().ok()).expect("numeric sub"),
         admin: claims["is_admin"].as_bool().unwrap_or(false),
         fresh: claims["fresh"].as_bool().unwrap_or(false),
+        roles: claims["roles"]
+            .as_array()
+            .map(|roles| roles.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
         username: username.into(),
         email: email.into(),
         token,
@@ -2825,6 +2832,7 @@ impl<'a> Checker<'a> {
                         ("x-auth-email", who.email.clone()),
                         ("x-auth-admin", who.admin.to_string()),
                         ("x-auth-fresh", who.fresh.to_string()),
+                        ("x-auth-roles", who.roles.clone()),
                     ];
                     for (name, want) in expected {
                         let got = a.values(name);
@@ -3933,6 +3941,7 @@ fn fake_model(trusted_peer: bool) -> Model {
         email: email.into(),
         admin,
         fresh,
+        roles: if admin { "admin".into() } else { String::new() },
     };
     Model {
         tokens: Tokens {
@@ -3987,8 +3996,8 @@ fn forwarded_head(method: &str, target: &str, id: &str, who: Option<&Identity>, 
     let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {HOST}\r\nx-request-id: {id}\r\n");
     if let Some(w) = who {
         head += &format!(
-            "x-auth-user-id: {}\r\nx-auth-username: {}\r\nx-auth-email: {}\r\nx-auth-admin: {}\r\nx-auth-fresh: {}\r\nx-auth-token-id: t-1\r\n",
-            w.user_id, w.username, w.email, w.admin, w.fresh
+            "x-auth-user-id: {}\r\nx-auth-username: {}\r\nx-auth-email: {}\r\nx-auth-admin: {}\r\nx-auth-fresh: {}\r\nx-auth-token-id: t-1\r\nx-auth-roles: {}\r\n",
+            w.user_id, w.username, w.email, w.admin, w.fresh, w.roles
         );
     }
     head += &format!(

@@ -304,6 +304,10 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     let (kept, _) = old.login("ann@example.com", "ann-password-1");
     let (revoked, refresh) = old.login("ann@example.com", "ann-password-1");
     assert_eq!(old.post("/logout", Some(&revoked), json!({"refresh_token": refresh})).0, 200);
+    for role in ["editor", "billing:write"] {
+        let out = old.cli(&["user", "roles", "add", "ann@example.com", role], "");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     old.terminate();
 
     let data = old.dir.path().join("data");
@@ -323,6 +327,9 @@ fn migrate_copies_users_and_live_revocations_from_sled() {
     assert_eq!(new.get("/item/chair", Some(&kept)).0, 200);
     assert_eq!(error_of(&new.get("/item/chair", Some(&revoked))), (401, Some("token_revoked")));
     new.login("ann@example.com", "ann-password-1");
+    let roles = new.cli(&["user", "roles", "list", "ann@example.com"], "");
+    let roles: Value = serde_json::from_slice(&roles.stdout).unwrap();
+    assert_eq!(roles["roles"], json!(["billing:write", "editor"]), "roles are copied: {roles}");
     new.admin_login();
     // New accounts continue after the migrated ids.
     let next = new.register("bea@example.com", "bea", "bea-password-1");

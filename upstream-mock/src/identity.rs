@@ -82,4 +82,15 @@ mod tests {
         let headers = HeaderMap::new();
         assert_eq!(IdentityHeaders::new("X Auth ").user_id(&headers), None);
     }
+
+    #[test]
+    fn roles_are_read_as_a_list_and_absent_without_the_header() {
+        let ids = IdentityHeaders::new("X-Auth-");
+        let mut headers = HeaderMap::new();
+        assert_eq!(ids.roles(&headers), None);
+        headers.insert("x-auth-roles", HeaderValue::from_static(""));
+        assert_eq!(ids.roles(&headers), Some(Vec::new()));
+        headers.insert("x-auth-roles", HeaderValue::from_static("admin,editor"));
+        assert_eq!(ids.roles(&headers), Some(vec!["admin".to_owned(), "editor".to_owned()]));
+    }
 }
