@@ -84,7 +84,8 @@ pub enum ApiError {
     LengthRequired,
     #[error("the request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
-    #[error("too many attempts; try again in {retry_after} seconds")]
+    /// A login limit or a route's request budget (`[[routes]] rate`).
+    #[error("too many requests; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("the upstream service is unavailable")]
     UpstreamUnavailable,

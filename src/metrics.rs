@@ -19,6 +19,8 @@ pub struct Metrics {
     registry: Registry,
     /// Every request: matched route (or built-in endpoint), policy, outcome, status.
     pub requests: IntCounterVec,
+    /// Refused proxied requests: matched route and the error code.
+    pub refusals: IntCounterVec,
     /// Time to decide a request (header checks, token, revocation and user lookups).
     pub auth_seconds: HistogramVec,
     /// From sending the request upstream to its response header.
@@ -74,6 +76,12 @@ impl Metrics {
                 "gatehouse_requests_total",
                 "Requests by matched route, policy, outcome and status",
                 &["route", "policy", "outcome", "status"],
+            ),
+            refusals: counter(
+                &registry,
+                "gatehouse_refusals_total",
+                "Proxied requests the gateway refused, by matched route and reason (the error code)",
+                &["route", "reason"],
             ),
             auth_seconds: histogram(
                 &registry,

@@ -233,6 +233,9 @@ pub struct Route {
     /// Upper-case method names; empty means every method.
     pub methods: Vec<http::Method>,
     pub rule: Rule,
+    /// `rate` and `burst`: the request budget per caller, if any. Kept off
+    /// [`Rule`], which the default policy also produces and which has none.
+    pub budget: Option<crate::limits::Budget>,
     /// Position in the config file, for tie-breaks and for logs.
     pub index: usize,
 }
@@ -401,6 +404,7 @@ mod tests {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
             rule: Rule { policy, require_fresh: false, roles: None, assertion: false, websocket: false },
+            budget: None,
             index,
         }
     }

@@ -27,7 +27,8 @@ use crate::clock::now_unix;
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::endpoints::BuiltIns;
 use crate::header_deadline::HeaderDeadline;
-use crate::limits::{LoginLimiter, SharedLimits};
+use crate::limits::routes::SharedBudgets;
+use crate::limits::{LoginLimiter, RouteLimiter, SharedLimits};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::startup::{prepare, Prepared, StartupError};
@@ -59,12 +60,13 @@ pub fn run(
     // With --upgrade this receives the listening sockets from the old process.
     server.bootstrap();
 
-    let (store, limiter) = open_store(&config, options.upgrade)?;
+    let (store, limiter, budgets) = open_store(&config, options.upgrade)?;
     let metrics = Arc::new(Metrics::new());
     let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
     let tokens = Arc::new(tokens);
     let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
     let limiter = Arc::new(limiter);
+    let budgets = Arc::new(budgets);
     let live = Arc::new(ArcSwap::from_pointee(live));
 
     let builtins = BuiltIns::new(
@@ -81,6 +83,7 @@ pub fn run(
         config.limits.clone(),
         config.server.requests.clone(),
         Arc::clone(&metrics),
+        Arc::clone(&budgets),
     );
     server.add_service(proxy_service(gateway, &server, &config, tls, &metrics));
 
@@ -93,6 +96,7 @@ pub fn run(
     let housekeeping = Housekeeping {
         store,
         limiter,
+        budgets,
         metrics: Arc::clone(&metrics),
         interval: config.store.purge_interval,
         leeway: config.tokens.leeway,
@@ -151,17 +155,23 @@ fn proxy_service(
     service
 }
 
-/// The configured store, and the login limiter that goes with it (local
-/// counters with sled, shared ones in Redis).
-fn open_store(config: &Config, upgrading: bool) -> Result<(Arc<dyn Store>, LoginLimiter), StartupError> {
+/// The configured store, and the login limiter and route budgets that go
+/// with it (local counters with sled, shared ones in Redis).
+fn open_store(
+    config: &Config,
+    upgrading: bool,
+) -> Result<(Arc<dyn Store>, LoginLimiter, RouteLimiter), StartupError> {
     Ok(match &config.store.backend {
-        StoreBackend::Sled { path } => {
-            (Arc::new(open_sled(path, config, upgrading)?), LoginLimiter::local(&config.limits))
-        }
+        StoreBackend::Sled { path } => (
+            Arc::new(open_sled(path, config, upgrading)?),
+            LoginLimiter::local(&config.limits),
+            RouteLimiter::local(),
+        ),
         StoreBackend::Redis(redis) => {
             let store = RedisStore::start(redis, config.tokens.leeway)?;
             let limits = LoginLimiter::Shared(SharedLimits::new(&config.limits, &store));
-            (Arc::new(store), limits)
+            let budgets = RouteLimiter::Shared(SharedBudgets::new(&store));
+            (Arc::new(store), limits, budgets)
         }
     })
 }
@@ -184,10 +194,11 @@ fn open_sled(path: &Path, config: &Config, upgrading: bool) -> Result<SledStore,
 
 /// Drops revocation entries whose tokens have expired anyway, so the
 /// revocation list does not grow without bound, forgets stale login-limit
-/// state, and keeps the revocation gauge current.
+/// and route-budget state, and keeps the revocation gauge current.
 struct Housekeeping {
     store: Arc<dyn Store>,
     limiter: Arc<LoginLimiter>,
+    budgets: Arc<RouteLimiter>,
     metrics: Arc<Metrics>,
     interval: Duration,
     leeway: Duration,
@@ -213,6 +224,7 @@ impl BackgroundService for Housekeeping {
                         self.metrics.revocation_entries.set(i64::try_from(count).unwrap_or(i64::MAX));
                     }
                     self.limiter.prune();
+                    self.budgets.prune();
                 }
             }
         }

@@ -291,6 +291,11 @@ pub struct RouteEntry {
     pub assertion: Option<bool>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
+    /// A request budget per caller: `"100/m"` (see [`crate::limits::routes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Spanned<u32>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]

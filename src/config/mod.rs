@@ -297,6 +297,35 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn route_budgets_are_refused_at_the_value_to_fix() {
+        let with = |policy: &str, extra: &str| {
+            parse(&format!("{MINIMAL}\n[[routes]]\npath = \"/a\"\npolicy = \"{policy}\"\n{extra}\n"))
+        };
+        let budget = |c: &Config| {
+            let route = c.routes.lookup(&http::Method::GET, "/a").route.map(|r| r.budget.clone());
+            route.flatten().map(|b| (b.rate.to_string(), b.burst.get()))
+        };
+        assert_eq!(budget(&with("any", "rate = \"100/m\"").unwrap()), Some(("100/m".into(), 100)));
+        assert_eq!(budget(&with("public", "rate = \"3/s\"\nburst = 10").unwrap()), Some(("3/s".into(), 10)));
+        assert_eq!(budget(&with("any", "").unwrap()), None);
+        for (policy, extra, line, column, complaint) in [
+            ("any", "rate = \"100/d\"", 11, 8, "rate `100/d`: unknown unit `d`; expected s, m or h"),
+            ("any", "rate = \"0/m\"", 11, 8, "the count must be at least 1"),
+            ("any", "rate = \"lots/m\"", 11, 8, "`lots` is not a whole number"),
+            ("any", "rate = \"100\"", 11, 8, "not a rate like \"100/m\""),
+            ("any", "rate = \"3/m\"\nburst = 0", 12, 9, "`burst` must be at least 1"),
+            ("any", "burst = 5", 11, 9, "`burst` needs a `rate` on the same route"),
+            ("deny", "rate = \"3/m\"", 11, 8, "a `deny` route forwards nothing, so it can't have a `rate`"),
+            ("any", "rate = 100", 11, 8, "invalid type"),
+            ("any", "rate = \"3/m\"\nburst = -1", 12, 9, "invalid value"),
+        ] {
+            let err = with(policy, extra).unwrap_err();
+            assert_eq!((err.line, err.column), (line, column), "{extra}: {err}");
+            assert!(err.message.contains(complaint), "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn redis_defaults_are_the_same_with_and_without_a_file() {
         let c = parse(&format!(
             "{MINIMAL}\n[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\n"

@@ -2,12 +2,14 @@
 //! judged by. Reloaded on SIGHUP, so a route that can't be compiled is refused
 //! here, with its line, rather than misjudging requests later.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use toml::Spanned;
 
 use super::file;
 use super::values::Invalid;
+use crate::limits::{Budget, Rate, RateError};
 use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule, UnknownPolicy};
 use crate::roles::{Role, RoleRequirement, RolesMatch};
 
@@ -62,6 +64,7 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
             message: "`websocket = true` needs a route that allows GET and is not `deny`".into(),
         });
     }
+    let budget = budget(entry.rate, entry.burst, policy, &pattern, &methods)?;
     Ok(Route {
         pattern,
         methods,
@@ -72,8 +75,36 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
             assertion: entry.assertion.unwrap_or(assertion),
             websocket: entry.websocket,
         },
+        budget,
         index,
     })
+}
+
+/// `rate` and `burst`, refused at the offending value.
+fn budget(
+    rate: Option<Spanned<String>>,
+    burst: Option<Spanned<u32>>,
+    policy: Policy,
+    pattern: &PathPattern,
+    methods: &[http::Method],
+) -> Result<Option<Budget>, Invalid> {
+    let Some(rate) = rate else {
+        return match burst {
+            Some(burst) => Err(Invalid::at(&burst, "`burst` needs a `rate` on the same route")),
+            None => Ok(None),
+        };
+    };
+    if policy == Policy::Deny {
+        return Err(Invalid::at(&rate, "a `deny` route forwards nothing, so it can't have a `rate`"));
+    }
+    let parsed: Rate = rate.get_ref().parse().map_err(|e: RateError| Invalid::at(&rate, e.to_string()))?;
+    let burst = match burst {
+        Some(b) => {
+            Some(NonZeroU32::new(*b.get_ref()).ok_or_else(|| Invalid::at(&b, "`burst` must be at least 1"))?)
+        }
+        None => None,
+    };
+    Ok(Some(Budget::new(parsed, burst, pattern.as_str(), methods)))
 }
 
 /// `roles` and `roles_match`: only on routes that identify the caller.

@@ -1,4 +1,5 @@
-//! Login and registration abuse limits.
+//! Login and registration abuse limits, and the request budgets of proxied
+//! routes ([`routes`]).
 //!
 //! Three layers, each bounded so an attacker can't lock a real user out for long:
 //!
@@ -18,6 +19,7 @@
 //! balancer counts the same attempts. The client IP is the TCP peer address.
 
 mod local;
+pub mod routes;
 #[cfg(feature = "server")]
 mod shared;
 
@@ -28,14 +30,15 @@ use crate::config::LimitsConfig;
 use crate::store::StoreError;
 
 pub use local::LocalLimits;
+pub use routes::{Budget, Caller, Rate, RateError, RouteLimiter};
 #[cfg(feature = "server")]
 pub use shared::SharedLimits;
 
 /// Why an attempt was not let through.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
-    /// Too many attempts: wait this many whole seconds.
-    #[error("too many attempts; try again in {retry_after} seconds")]
+    /// Too many attempts or requests: wait this many whole seconds.
+    #[error("too many requests; try again in {retry_after} seconds")]
     Limited { retry_after: u64 },
     /// The shared counts could not be read or written.
     #[error(transparent)]

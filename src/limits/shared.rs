@@ -18,8 +18,9 @@ use crate::store::{RedisKeys, RedisPool, RedisStore};
 
 /// GCRA: KEYS[1] holds the theoretical arrival time (ms). ARGV[1] is the
 /// emission interval, ARGV[2] the burst tolerance (both ms). Returns 0, or the
-/// milliseconds to wait.
-const PER_IP: &str = r"
+/// milliseconds to wait. Shared by the per-IP login limit and the route
+/// budgets ([`super::routes`]) through [`gcra`].
+pub(super) const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -73,7 +74,20 @@ pub struct SharedLimits {
     record_failure: Script,
 }
 
-fn millis(duration: Duration) -> u64 {
+/// Counts one request against the GCRA state at `key`: refused with the
+/// wait once more than `tolerance_ms / interval_ms` arrive at once.
+pub(super) async fn gcra(
+    pool: &RedisPool,
+    script: &Script,
+    key: String,
+    interval_ms: u64,
+    tolerance_ms: u64,
+) -> Result<(), LimitError> {
+    let wait: u64 = pool.script(script.key(key).arg(interval_ms).arg(tolerance_ms)).await?;
+    refused(wait)
+}
+
+pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -91,7 +105,7 @@ impl SharedLimits {
             pool: Arc::clone(store.pool()),
             keys: Arc::clone(store.keys()),
             settings: settings.clone(),
-            per_ip: Script::new(PER_IP),
+            per_ip: Script::new(GCRA),
             check_account: Script::new(CHECK_ACCOUNT),
             record_failure: Script::new(RECORD_FAILURE),
         }
@@ -120,11 +134,7 @@ impl SharedLimits {
         }
         let window = millis(ACCOUNT_WINDOW);
         let interval = window / u64::from(per_minute);
-        let wait: u64 = self
-            .pool
-            .script(self.per_ip.key(self.keys.limit(&format!("ip:{ip}"))).arg(interval).arg(window))
-            .await?;
-        refused(wait)
+        gcra(&self.pool, &self.per_ip, self.keys.limit(&format!("ip:{ip}")), interval, window).await
     }
 
     pub async fn check_account(&self, account: &str, ip: Option<IpAddr>) -> Result<(), LimitError> {

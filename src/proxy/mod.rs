@@ -34,6 +34,7 @@ use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
 use crate::endpoints::{BuiltIns, Endpoint};
 use crate::error::{ApiError, ErrorCode};
 use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
+use crate::limits::{Caller, RouteLimiter};
 use crate::metrics::Metrics;
 use crate::policy::{RouteLabel, RouteTable};
 use crate::request::asks_to_close;
@@ -76,6 +77,8 @@ pub struct Gateway {
     limits: LimitsConfig,
     requests: RequestRules,
     metrics: Arc<Metrics>,
+    /// The counters of the routes' request budgets (`[[routes]] rate`).
+    budgets: Arc<RouteLimiter>,
 }
 
 impl Gateway {
@@ -86,8 +89,9 @@ impl Gateway {
         limits: LimitsConfig,
         requests: RequestRules,
         metrics: Arc<Metrics>,
+        budgets: Arc<RouteLimiter>,
     ) -> Self {
-        Gateway { live, auth, builtins, limits, requests, metrics }
+        Gateway { live, auth, builtins, limits, requests, metrics, budgets }
     }
 
     /// Slow or idle clients may not hold a connection for long.
@@ -149,9 +153,12 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Writes the refusal of a proxied request: the one place they are
+    /// answered, so the one place they are counted.
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ApiError) -> Result<bool> {
         ctx.outcome = Outcome::Refused;
         ctx.refusal = Some(error.kind());
+        self.metrics.refusals.with_label_values(&[ctx.route.as_str(), error.code()]).inc();
         write_reply(session, &Reply::error(error), &ctx.request_id).await?;
         Ok(true)
     }
@@ -203,6 +210,16 @@ impl ProxyHttp for Gateway {
             Ok(identity) => identity,
             Err(e) => return self.refuse(session, ctx, &e).await,
         };
+        // Only a request the policy let through spends the budget; a refused
+        // one never reaches the upstream, tunnel or not.
+        if let Some(budget) = matched.route.and_then(|r| r.budget.as_ref()) {
+            let caller =
+                Caller::of(identity.as_ref().map(|i| i.user_id), ctx.client.as_ref().map(|c| c.client));
+            if let Err(e) = self.budgets.spend(budget, caller).await {
+                e.log();
+                return self.refuse(session, ctx, &e.into()).await;
+            }
+        }
         if websocket_asked && matched.rule.websocket {
             tunnel::open(session, ctx, &live, identity.as_ref())?;
         }

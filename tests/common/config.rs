@@ -33,6 +33,8 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         fresh: false,
         assertion: None,
         websocket: false,
+        rate: None,
+        burst: None,
         roles: Vec::new(),
         roles_match: None,
     })

@@ -18,6 +18,7 @@ mod common;
 
 mod assertion;
 mod attacks;
+mod budgets;
 mod cli;
 mod differential;
 mod gateway;
