@@ -85,7 +85,7 @@ pub enum ApiError {
     #[error("the request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
     /// A login limit or a route's request budget (`[[routes]] rate`).
-    #[error("too many requests; try again in {retry_after} seconds")]
+    #[error("too many requests; try again in {retry_after} second{}", if *retry_after == 1 { "" } else { "s" })]
     RateLimited { retry_after: u64 },
     #[error("the upstream service is unavailable")]
     UpstreamUnavailable,

@@ -38,7 +38,7 @@ pub use shared::SharedLimits;
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
     /// Too many attempts or requests: wait this many whole seconds.
-    #[error("too many requests; try again in {retry_after} seconds")]
+    #[error("too many requests; try again in {retry_after} second{}", if *retry_after == 1 { "" } else { "s" })]
     Limited { retry_after: u64 },
     /// The shared counts could not be read or written.
     #[error(transparent)]
