@@ -359,7 +359,7 @@ impl RouteTable {
     }
 
     /// Whether every method is judged alike on `path` (same policy, same
-    /// freshness and role demands). Where that holds, a framework's `_method` override
+    /// freshness and role demands, same request budget). Where that holds, a framework's `_method` override
     /// can't turn the request into one the gateway would have judged
     /// differently, so a form body needs no check for it.
     pub fn judged_alike_for_every_method(&self, path: &str) -> bool {
@@ -373,8 +373,9 @@ impl RouteTable {
             http::Method::OPTIONS,
         ];
         let judged = |method: &http::Method| {
-            let rule = self.lookup(method, path).rule;
-            (rule.policy, rule.require_fresh, rule.roles.clone())
+            let matched = self.lookup(method, path);
+            let budget = matched.route.and_then(|r| r.budget.clone());
+            (matched.rule.policy, matched.rule.require_fresh, matched.rule.roles.clone(), budget)
         };
         let first = judged(&http::Method::POST);
         METHODS.iter().all(|m| judged(m) == first)
@@ -479,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn methods_differing_only_in_roles_are_not_judged_alike() {
+    fn methods_differing_only_in_roles_or_budget_are_not_judged_alike() {
         use crate::roles::{Role, RolesMatch};
         let mut editors = route("/doc/{id}", &["DELETE"], Policy::Any, 1);
         let roles = vec![Role::parse("editor").unwrap()];
@@ -491,6 +492,11 @@ mod tests {
             route("/doc/{id}", &["DELETE"], Policy::Any, 1),
         ]);
         assert!(plain.judged_alike_for_every_method("/doc/1"));
+        let mut budgeted = route("/doc/{id}", &["DELETE"], Policy::Any, 1);
+        let rate = "3/m".parse().unwrap();
+        budgeted.budget = Some(crate::limits::Budget::new(rate, None, "/doc/{id}", &[http::Method::DELETE]));
+        let t = table(vec![route("/doc/{id}", &[], Policy::Any, 0), budgeted]);
+        assert!(!t.judged_alike_for_every_method("/doc/1"), "a `_method=DELETE` would skip the budget");
     }
 
     #[test]
