@@ -157,13 +157,37 @@ pub fn header_value(roles: &[Role]) -> String {
     value
 }
 
-/// Reads a stored comma-separated list (the Redis field); an empty text is no roles.
-pub fn parse_list(text: &str) -> Result<Vec<Role>, InvalidRole> {
-    let mut roles =
-        text.split(',').filter(|s| !s.is_empty()).map(Role::parse).collect::<Result<Vec<_>, _>>()?;
+/// Why a stored role list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoredRolesError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRole),
+    #[error("more than {MAX_ROLES_PER_USER} roles")]
+    TooMany,
+}
+
+/// A stored role list as the rest of the gateway relies on it: sorted (role
+/// checks binary-search it), without duplicates, without `admin` (which is
+/// the admin flag, so a record can't say `admin` in `X-Auth-Roles` while the
+/// flag says otherwise), and within the bound. Every store reads through this.
+pub fn stored(mut roles: Vec<Role>) -> Result<Vec<Role>, StoredRolesError> {
+    roles.retain(|role| !role.is_admin());
     roles.sort();
     roles.dedup();
+    if roles.len() > MAX_ROLES_PER_USER {
+        return Err(StoredRolesError::TooMany);
+    }
     Ok(roles)
+}
+
+/// Reads a stored comma-separated list (the Redis field); an empty text is no roles.
+pub fn parse_list(text: &str) -> Result<Vec<Role>, StoredRolesError> {
+    stored(text.split(',').filter(|s| !s.is_empty()).map(Role::parse).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `serde(deserialize_with)` for a stored role list (the sled record): see [`stored`].
+pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Role>, D::Error> {
+    stored(Vec::<Role>::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -207,6 +231,16 @@ mod tests {
         assert_eq!(header_value(&held(&stored, false)), "billing,editor");
         assert_eq!(header_value(&[]), "");
         assert_eq!(parse_list("editor,,billing,editor").unwrap(), roles(&["billing", "editor"]));
+        assert_eq!(parse_list("admin,editor").unwrap(), roles(&["editor"]), "admin is the flag");
         assert!(parse_list("Editor").is_err());
+        let many: Vec<String> = (0..=MAX_ROLES_PER_USER).map(|n| format!("r{n}")).collect();
+        assert_eq!(parse_list(&many.join(",")), Err(StoredRolesError::TooMany));
+        #[derive(serde::Deserialize)]
+        struct Record {
+            #[serde(deserialize_with = "deserialize_stored")]
+            roles: Vec<Role>,
+        }
+        let record: Record = serde_json::from_str(r#"{"roles": ["zed", "admin", "abe", "zed"]}"#).unwrap();
+        assert_eq!(record.roles, roles(&["abe", "zed"]));
     }
 }

@@ -64,8 +64,10 @@ pub struct FindUser {
     pub email: String,
 }
 
-/// `POST /admin/users`: creates a user (the body is this type).
+/// `POST /admin/users`: creates a user (the body is this type). Unknown
+/// fields are refused, not ignored: `roles` is not set here.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub email: String,
     pub username: String,
@@ -85,8 +87,10 @@ pub struct UpdateUser {
     pub patch: UserPatch,
 }
 
-/// The body of [`UpdateUser`]: each field present is changed.
+/// The body of [`UpdateUser`]: each field present is changed. Unknown fields
+/// are refused: roles change through [`ChangeRole`], not a patch.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_admin: Option<bool>,
@@ -121,7 +125,8 @@ pub struct ListRoles {
 
 /// `PUT /admin/users/{id}/roles/{role}` (grant, `add: true`) or
 /// `DELETE /admin/users/{id}/roles/{role}` (withdraw). Both are idempotent;
-/// routes see the change at the next request.
+/// routes see the change at the next request, except a granted `admin`,
+/// which also needs a token issued after it (as `is_admin` always has).
 pub struct ChangeRole {
     pub id: UserId,
     pub role: Role,

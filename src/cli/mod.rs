@@ -135,7 +135,8 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum RolesCommand {
-    /// Grant a role; routes that demand it let the user through at the next request.
+    /// Grant a role; routes that demand it let the user through at the next request
+    /// (`admin` also needs a new login or refresh, as `set-admin` does).
     Add { user: String, role: String },
     /// Withdraw a role; the user's next request is judged without it.
     Remove { user: String, role: String },

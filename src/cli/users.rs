@@ -15,6 +15,10 @@ use crate::admin::operations::{
 use crate::roles::Role;
 
 pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
+    // A bad role name is refused before the store is opened or the API called.
+    if let UserCommand::Roles(RolesCommand::Add { role, .. } | RolesCommand::Remove { role, .. }) = &command {
+        Role::parse(role)?;
+    }
     let admin = AdminClient::connect(config_path)?;
     let patch = |user: &str, patch: UserPatch| -> Result<(), CliError> {
         print_answer(&admin.call(&UpdateUser { id: admin.user_id(user)?, patch })?);
@@ -67,7 +71,6 @@ pub(super) fn user_command(config_path: &Path, command: UserCommand) -> Result<(
 }
 
 fn change_role(admin: &AdminClient, user: &str, role: &str, add: bool) -> Result<(), CliError> {
-    // Checked here too, so a typo is refused before the store is opened or the API called.
     let role = Role::parse(role)?;
     print_answer(&admin.call(&ChangeRole { id: admin.user_id(user)?, role, add })?);
     Ok(())

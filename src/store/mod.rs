@@ -55,7 +55,7 @@ pub struct User {
     pub token_version: u64,
     /// Roles besides `admin` (which is `is_admin`): sorted, no duplicates, at
     /// most [`MAX_ROLES_PER_USER`]. Records written before roles existed have none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "roles::deserialize_stored")]
     pub roles: Vec<Role>,
 }
 

@@ -23,8 +23,10 @@ use crate::config::{KeyAlgorithm, Secret, TokenConfig};
 use crate::roles::Role;
 use crate::store::User;
 
-/// Longest token accepted before any parsing: bounds the work an attacker can cause.
-pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Longest token accepted before any parsing: bounds the work an attacker can
+/// cause. Room for an access token naming the most roles an account may hold
+/// ([`crate::roles::MAX_ROLES_PER_USER`] of the longest names) signed with RSA 4096.
+pub const MAX_TOKEN_BYTES: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,9 +93,10 @@ pub struct Claims {
     pub kind: TokenKind,
     pub fresh: bool,
     pub is_admin: bool,
-    /// The roles the account held when the token was issued (`admin` when
-    /// `is_admin`), for clients to read; decisions use the account's current
-    /// roles. Absent when there are none, and in tokens from before roles.
+    /// The roles the account held when the access token was issued (`admin`
+    /// when `is_admin`), for clients to read: nothing may decide on it, the
+    /// gateway decides on the account's current roles. Absent when there are
+    /// none, in refresh tokens, and in tokens from before roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<Role>,
     /// The user's token version at issue; see [`crate::store::User::token_version`].
@@ -301,7 +304,8 @@ impl TokenService {
             kind,
             fresh: fresh && kind == TokenKind::Access,
             is_admin: user.is_admin,
-            roles: user.held_roles(),
+            // Only access tokens say it: a refresh token lives for weeks.
+            roles: if kind == TokenKind::Access { user.held_roles() } else { Vec::new() },
             ver: user.token_version,
             fam: family.to_owned(),
         };
@@ -395,6 +399,26 @@ mod tests {
         assert_eq!((claims.sub.as_str(), claims.ver), ("7", 3));
         assert_eq!(claims.exp - claims.iat, 60);
         assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&claims.jti).unwrap().len(), 16);
+    }
+
+    /// The largest claim set an account can earn (every role, each of the
+    /// longest name) fits the token bound with room for RSA 4096's 683-byte
+    /// signature, and only access tokens carry it.
+    #[test]
+    fn a_token_naming_every_role_an_account_may_hold_is_accepted() {
+        let svc = service_with(SECRET, Duration::from_secs(60));
+        let mut user = user();
+        user.roles = (0..crate::roles::MAX_ROLES_PER_USER)
+            .map(|n| crate::roles::Role::parse(&format!("{n:02}{}", "x".repeat(62))).unwrap())
+            .collect();
+        let issued = svc.issue(&user, TokenKind::Access, true, "f").unwrap();
+        assert_eq!(issued.claims.roles.len(), crate::roles::MAX_ROLES_PER_USER + 1, "and admin");
+        let hs256_signature = 43;
+        assert!(issued.token.len() - hs256_signature + 683 <= MAX_TOKEN_BYTES, "{}", issued.token.len());
+        assert_eq!(svc.verify(&issued.token, TokenKind::Access).unwrap(), issued.claims);
+        let refresh = svc.issue(&user, TokenKind::Refresh, true, "f").unwrap();
+        assert!(refresh.claims.roles.is_empty(), "refresh tokens name no roles");
+        assert!(!refresh.token.contains("roles"));
     }
 
     #[test]

@@ -68,6 +68,8 @@ fn an_editor_granted_by_the_cli_passes_at_once_and_is_refused_at_once_when_withd
     // No role yet: refused, without naming the role, and nothing reaches the upstream.
     let refused = gw.get("/debug/echo/editors/x", Some(&token));
     assert_eq!(error(&refused), (403, "role_required"), "{}", refused.1);
+    let keys: Vec<&String> = refused.1.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["error", "message"], "{}", refused.1);
     assert!(!refused.1["message"].as_str().unwrap().contains("editor"), "{}", refused.1);
     assert_eq!(upstream.seen().len(), before, "a refused request reached the upstream");
 
@@ -186,6 +188,28 @@ fn the_admin_api_lists_grants_and_withdraws_roles_and_refuses_bad_names() {
     let (status, body) = call(reqwest::Method::PUT, "/admin/users/999999/roles/editor");
     assert_eq!((status, body["error"].as_str()), (404, Some("user_not_found")), "{body}");
 
+    // Roles aren't patched: a `roles` field is refused, not ignored.
+    let resp = gw
+        .http
+        .patch(format!("http://{}/admin/users/{id}", gw.admin_addr))
+        .bearer_auth(&gw.admin_token)
+        .json(&json!({"roles": []}))
+        .send()
+        .unwrap();
+    let (status, body) = (resp.status().as_u16(), resp.json::<Value>().unwrap());
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert_eq!(call(reqwest::Method::GET, &roles).1["roles"], json!(["billing:write"]));
+
+    // A full list refuses one more, in words, and keeps what it had.
+    for n in 1..gatehouse::roles::MAX_ROLES_PER_USER {
+        assert_eq!(call(reqwest::Method::PUT, &format!("{roles}/r{n:02}")).0, 200);
+    }
+    let (status, body) = call(reqwest::Method::PUT, &format!("{roles}/one-too-many"));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("at most 32 roles"), "{body}");
+    let held = call(reqwest::Method::GET, &roles).1;
+    assert_eq!(held["roles"].as_array().unwrap().len(), gatehouse::roles::MAX_ROLES_PER_USER, "{held}");
+
     // The CLI refuses a bad name before calling anything, in words.
     let out = gw.cli(&["user", "roles", "add", "gus@example.com", "Editors"], "");
     assert!(!out.status.success());
@@ -202,10 +226,15 @@ fn the_assertion_carries_the_roles_the_gateway_decided() {
     );
     gw.register("hal@example.com", "hal", "hal-password-1");
     roles_cli(&gw, &["add", "hal@example.com", "publisher"]);
-    let (token, _) = gw.login("hal@example.com", "hal-password-1");
+    let (token, refresh) = gw.login("hal@example.com", "hal-password-1");
+    assert_eq!(claims(&token)["roles"], json!(["publisher"]));
+    assert_eq!(claims(&refresh).get("roles"), None, "refresh tokens name no roles");
+    // Granted after the token was issued: the assertion says what the
+    // gateway decided on (the account now), not what the token says.
+    roles_cli(&gw, &["add", "hal@example.com", "editor"]);
     let (status, echo) = gw.get("/debug/echo/editors/x", Some(&token));
     assert_eq!(status, 200, "{echo}");
     let assertion = echo["headers"]["x-auth-assertion"][0].as_str().unwrap();
-    assert_eq!(claims(assertion)["roles"], json!(["publisher"]), "{echo}");
+    assert_eq!(claims(assertion)["roles"], json!(["editor", "publisher"]), "{echo}");
     assert_eq!(claims(&token)["roles"], json!(["publisher"]));
 }

@@ -108,6 +108,8 @@ async fn keeps_roles(store: &dyn Store, id: u64) {
     let full = change(UserChange::AddRole(role("one-too-many"))).await;
     assert_eq!(full.roles.len(), MAX_ROLES_PER_USER);
     assert!(!full.roles.contains(&role("one-too-many")));
+    let again = change(UserChange::AddRole(role("publisher"))).await;
+    assert_eq!(again.roles, full.roles, "a role held already is kept when the list is full");
     assert!(change(UserChange::AddRole(role("admin"))).await.is_admin, "admin is not counted");
     for n in 1..MAX_ROLES_PER_USER {
         change(UserChange::RemoveRole(role(&format!("r{n:02}")))).await;

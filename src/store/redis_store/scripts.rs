@@ -53,8 +53,9 @@ return 1
 ";
 
 /// Applies a [`UserChange`]; returns the new record, or nil if there is no such user.
-/// `role_add` / `role_remove` edit the sorted, comma-separated `roles` field
-/// (ARGV[2] the role); an add past ARGV[5] roles changes nothing.
+/// `role_add` / `role_remove` edit the comma-separated `roles` field (ARGV[2]
+/// the role; sorted by Lua's `<`, which may follow Redis's locale, so readers
+/// sort again); an add past ARGV[5] roles changes nothing.
 pub(super) const CHANGE_USER: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[1] == 'role_add' or ARGV[1] == 'role_remove' then
