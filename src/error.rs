@@ -145,6 +145,28 @@ impl ApiError {
         }
     }
 
+    /// The gRPC status a gRPC client is answered with instead of the HTTP
+    /// status (the README's table lists both): 16 UNAUTHENTICATED when the
+    /// caller is not known, 7 PERMISSION_DENIED when they are but may not
+    /// (a fresh token is a permission here, as in OAuth's `insufficient_scope`),
+    /// 8 RESOURCE_EXHAUSTED over a limit.
+    pub fn grpc_status(&self) -> GrpcStatus {
+        use ApiError::*;
+        match self {
+            FreshTokenRequired => GrpcStatus::PermissionDenied,
+            _ if self.status() == StatusCode::UNAUTHORIZED => GrpcStatus::Unauthenticated,
+            _ if self.status() == StatusCode::FORBIDDEN => GrpcStatus::PermissionDenied,
+            RateLimited { .. } | HeadersTooLarge { .. } | BodyTooLarge { .. } => {
+                GrpcStatus::ResourceExhausted
+            }
+            RequestTimeout | UpstreamTimeout => GrpcStatus::DeadlineExceeded,
+            UpstreamUnavailable | StoreUnavailable => GrpcStatus::Unavailable,
+            NotFound | MethodNotAllowed(_) => GrpcStatus::Unimplemented,
+            Internal => GrpcStatus::Internal,
+            _ => GrpcStatus::InvalidArgument,
+        }
+    }
+
     /// The stable, machine-readable code. Documented in the README's table.
     pub fn code(&self) -> &'static str {
         self.kind().as_str()
@@ -233,6 +255,35 @@ impl ApiError {
             _ => "invalid_token",
         };
         Some(format!("Bearer error=\"{error}\", error_description=\"{}\"", self.message().replace('"', "'")))
+    }
+}
+
+/// The gRPC status codes a refusal can carry (the numbers are gRPC's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcStatus {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+impl GrpcStatus {
+    /// The `grpc-status` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrpcStatus::InvalidArgument => "3",
+            GrpcStatus::DeadlineExceeded => "4",
+            GrpcStatus::PermissionDenied => "7",
+            GrpcStatus::ResourceExhausted => "8",
+            GrpcStatus::Unimplemented => "12",
+            GrpcStatus::Internal => "13",
+            GrpcStatus::Unavailable => "14",
+            GrpcStatus::Unauthenticated => "16",
+        }
     }
 }
 

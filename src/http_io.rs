@@ -12,10 +12,47 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ErrorCode};
 
 #[cfg(feature = "server")]
-pub(crate) use io::{declared_length, read_body, write_reply};
+pub(crate) use io::{declared_length, read_body, write_grpc_error, write_reply};
 
 /// The header that carries a request's id to the upstream and back to the client.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// Where a gRPC refusal carries the error's stable code (`invalid_token`...),
+/// beside `grpc-status` and `grpc-message`.
+pub const GRPC_ERROR_CODE: &str = "gatehouse-error";
+
+/// Whether a request is a gRPC call (`content-type: application/grpc`, with
+/// or without a `+proto`/`+json` suffix): its refusals are gRPC errors.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2): controls, `%` and
+/// anything outside ASCII.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// The response headers of a gRPC refusal: a "Trailers-Only" answer, HTTP
+/// 200 with the status in `grpc-status`, the sentence in `grpc-message`, the
+/// stable code in [`GRPC_ERROR_CODE`], and when to retry in
+/// `grpc-retry-pushback-ms` (gRPC's own name for `Retry-After`).
+pub fn grpc_error_headers(error: &ApiError) -> Vec<(&'static str, String)> {
+    let message = percent_encoding::utf8_percent_encode(&error.message(), GRPC_MESSAGE).to_string();
+    let mut headers = vec![
+        ("content-type", "application/grpc".to_owned()),
+        ("grpc-status", error.grpc_status().as_str().to_owned()),
+        ("grpc-message", message),
+        (GRPC_ERROR_CODE, error.code().to_owned()),
+    ];
+    if let Some(seconds) = error.retry_after() {
+        headers.push(("grpc-retry-pushback-ms", (seconds * 1000).to_string()));
+    }
+    headers
+}
 
 /// A plain confirmation, `{"message": "..."}` (a logout, a deletion), from
 /// the built-in endpoints and the admin API alike.
@@ -143,6 +180,23 @@ mod io {
                 _ => return,
             }
         }
+    }
+
+    /// Writes a gRPC client's refusal ([`super::grpc_error_headers`]): one
+    /// header block that ends the stream, as gRPC's Trailers-Only answer is.
+    pub(crate) async fn write_grpc_error(
+        session: &mut Session,
+        error: &ApiError,
+        request_id: &str,
+    ) -> Result<()> {
+        let fields = super::grpc_error_headers(error);
+        let mut header = ResponseHeader::build(http::StatusCode::OK, Some(fields.len() + 2))?;
+        for (name, value) in fields {
+            header.insert_header(name, value)?;
+        }
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        header.insert_header(REQUEST_ID, request_id)?;
+        session.write_response_header(Box::new(header), true).await
     }
 
     /// Writes a complete JSON response, keeping the connection reusable.

@@ -138,7 +138,13 @@ fn proxy_service(
     // instead of pingora's empty one; nothing is ever tunnelled.
     let mut options = proxy.server_options.take().unwrap_or_default();
     options.allow_connect_method_proxying = true;
+    options.h2c = config.server.h2c;
     proxy.server_options = Some(options);
+    // HTTP/2 header blocks are bounded like HTTP/1 ones (plus room for the
+    // pseudo-headers); the other limits stay pingora's bounded defaults.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(config.limits.max_header_bytes + 8 * 1024).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
     let proxy = HeaderDeadline::new(
         proxy,
         config.server.requests.header_timeout,

@@ -11,9 +11,10 @@
 use std::net::SocketAddr;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
 use pingora::server::configuration::ServerConf;
 
-use crate::config::{Config, Secret, SecretError, StoreBackend, TlsConfig};
+use crate::config::{Alpn, Config, Secret, SecretError, StoreBackend, TlsConfig};
 use crate::passwords::{PasswordConfigError, Passwords};
 use crate::proxy::Live;
 use crate::store::StoreError;
@@ -146,7 +147,13 @@ fn tls_settings(tls: &TlsConfig) -> Result<Vec<(SocketAddr, TlsSettings)>, Start
     tls.listen
         .iter()
         .map(|&addr| {
-            let settings = TlsSettings::intermediate(&cert, &key).map_err(|e| refuse(addr, e.to_string()))?;
+            let mut settings =
+                TlsSettings::intermediate(&cert, &key).map_err(|e| refuse(addr, e.to_string()))?;
+            settings.set_alpn(match tls.alpn {
+                Alpn::H2AndHttp1 => ALPN::H2H1,
+                Alpn::Http1Only => ALPN::H1,
+                Alpn::H2Only => ALPN::H2,
+            });
             Ok((addr, settings))
         })
         .collect()

@@ -5,12 +5,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::CaType;
+use pingora::tls::CertificateDer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 
-use crate::config::{HealthCheckKind, Selection, UpstreamConfig};
+use crate::config::{HealthCheckKind, Selection, UpstreamConfig, UpstreamProtocol};
 
 /// Why `[upstream]` could not be turned into a pool and its headers: a
 /// start-up (or reload) error, shown to the operator as it is.
@@ -24,6 +30,9 @@ pub enum UpstreamError {
     /// `identity_header_prefix` makes an invalid header name.
     #[error(transparent)]
     IdentityHeader(#[from] http::header::InvalidHeaderName),
+    /// `upstream.tls_ca_file` can't be read or holds no usable certificate.
+    #[error("upstream.tls_ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
 }
 
 /// How far selection searches for an acceptable backend.
@@ -34,6 +43,59 @@ pub struct UpstreamPool {
     addresses: Vec<SocketAddr>,
     /// `addresses` as text, made once for metric labels.
     labels: Vec<String>,
+    /// How requests and health checks reach every upstream.
+    transport: Transport,
+}
+
+/// What every connection to an upstream shares: the protocol, and TLS with
+/// its server name and CA list (read once, when the config is loaded).
+#[derive(Clone)]
+struct Transport {
+    protocol: UpstreamProtocol,
+    tls: Option<(String, Option<Arc<CaType>>)>,
+}
+
+impl Transport {
+    fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => Some((tls.server_name.clone(), tls.ca_file.as_deref().map(ca_list).transpose()?)),
+        };
+        Ok(Transport { protocol: config.protocol, tls })
+    }
+
+    /// Sets `peer` up to speak this transport: TLS (server name, CA list)
+    /// and the protocol. HTTP/2 either way is the only version offered, so an
+    /// upstream that can't speak it fails loudly rather than quietly falling
+    /// back to HTTP/1.1.
+    fn apply(&self, peer: &mut HttpPeer) {
+        if let Some((server_name, ca)) = &self.tls {
+            peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
+            peer.sni.clone_from(server_name);
+            peer.options.ca.clone_from(ca);
+        }
+        if matches!(self.protocol, UpstreamProtocol::H2 | UpstreamProtocol::H2c) {
+            peer.options.set_http_version(2, 2);
+        }
+    }
+}
+
+/// The certificates of `upstream.tls_ca_file` (PEM), each checked to parse
+/// as pingora will parse it.
+fn ca_list(path: &std::path::Path) -> Result<Arc<CaType>, UpstreamError> {
+    use rustls_pki_types::pem::PemObject;
+    let refuse = |message: String| UpstreamError::CaFile { path: path.display().to_string(), message };
+    let mut list = Vec::new();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| refuse(e.to_string()))? {
+        let der = cert.map_err(|e| refuse(e.to_string()))?.to_vec();
+        x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| refuse(format!("a certificate is invalid: {e}")))?;
+        list.push(WrappedX509::new(der, parse_x509));
+    }
+    if list.is_empty() {
+        return Err(refuse("no certificate in the file".into()));
+    }
+    Ok(Arc::from(list))
 }
 
 /// What the pool needs of a load balancer, whatever its selection policy: the
@@ -57,7 +119,7 @@ where
     }
 }
 
-fn build<S>(config: &UpstreamConfig) -> Result<LoadBalancer<S>, UpstreamError>
+fn build<S>(config: &UpstreamConfig, transport: &Transport) -> Result<LoadBalancer<S>, UpstreamError>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
@@ -72,10 +134,12 @@ where
             Some(tcp)
         }
         HealthCheckKind::Http { path } => {
-            let mut http = HttpHealthCheck::new("upstream", false);
+            let host = transport.tls.as_ref().map_or("upstream", |(name, _)| name.as_str());
+            let mut http = HttpHealthCheck::new(host, false);
+            transport.apply(&mut http.peer_template);
             let mut req =
                 RequestHeader::build("GET", path.as_bytes(), None).map_err(UpstreamError::HealthCheck)?;
-            req.append_header("Host", "upstream").map_err(UpstreamError::HealthCheck)?;
+            req.append_header("Host", host).map_err(UpstreamError::HealthCheck)?;
             http.req = req;
             http.peer_template.options.connection_timeout = Some(config.connect_timeout);
             http.peer_template.options.read_timeout =
@@ -91,13 +155,21 @@ where
 
 impl UpstreamPool {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let transport = Transport::new(config)?;
         let balancer: Box<dyn Balance> = match config.selection {
-            Selection::RoundRobin => Box::new(build::<RoundRobin>(config)?),
-            Selection::Random => Box::new(build::<Random>(config)?),
-            Selection::Consistent => Box::new(build::<Consistent>(config)?),
+            Selection::RoundRobin => Box::new(build::<RoundRobin>(config, &transport)?),
+            Selection::Random => Box::new(build::<Random>(config, &transport)?),
+            Selection::Consistent => Box::new(build::<Consistent>(config, &transport)?),
         };
         let labels = config.addresses.iter().map(SocketAddr::to_string).collect();
-        Ok(UpstreamPool { balancer, addresses: config.addresses.clone(), labels })
+        Ok(UpstreamPool { balancer, addresses: config.addresses.clone(), labels, transport })
+    }
+
+    /// The peer a request to `backend` goes to: this pool's protocol and TLS.
+    pub fn peer(&self, backend: &Backend) -> HttpPeer {
+        let mut peer = HttpPeer::new(backend.clone(), false, String::new());
+        self.transport.apply(&mut peer);
+        peer
     }
 
     /// Picks a backend for a request: a healthy one not in `tried` if there

@@ -17,7 +17,7 @@ use serde::de::{Error as _, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
-use super::{KeyAlgorithm, LogFormat, Selection, WhenUnreachable};
+use super::{KeyAlgorithm, LogFormat, Selection, UpstreamProtocol, WhenUnreachable};
 use crate::roles::RolesMatch;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -75,6 +75,10 @@ pub struct ServerSection {
     pub method_override: Option<crate::request::MethodOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_alpn: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2c: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -127,6 +131,14 @@ pub struct UpstreamSection {
     pub websocket_close_at_expiry: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub websocket_max_duration: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Spanned<Word<UpstreamProtocol>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -345,6 +357,12 @@ impl<'de, T: Choice> Deserialize<'de> for Word<T> {
 impl<T: Serialize> Serialize for Word<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+impl Choice for UpstreamProtocol {
+    fn unknown(word: &str) -> String {
+        format!("upstream.protocol `{word}`: expected \"http1\", \"h2\" or \"h2c\"")
     }
 }
 

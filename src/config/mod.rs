@@ -32,12 +32,12 @@ pub use limits::LimitsConfig;
 pub use logging::{LogConfig, LogFormat};
 pub use passwords::PasswordConfig;
 pub use secrets::{Secret, SecretError, SecretSource, MIN_SECRET_BYTES};
-pub use server::{RequestRules, ServerConfig, TlsConfig};
+pub use server::{Alpn, RequestRules, ServerConfig, TlsConfig};
 pub use store::{
     check_redis_url, RedisConfig, RedisTarget, RedisUrlError, StoreBackend, StoreConfig, WhenUnreachable,
 };
 pub use tokens::{is_valid_kid, KeyAlgorithm, KeyConfig, TokenConfig};
-pub use upstream::{HealthCheckKind, Selection, UpstreamConfig};
+pub use upstream::{HealthCheckKind, Selection, UpstreamConfig, UpstreamProtocol, UpstreamTls};
 
 use crate::policy::RouteTable;
 use values::Invalid;
@@ -121,7 +121,7 @@ impl Config {
         let server = ServerConfig::from_file(server, base)?;
         let log = LogConfig::from_file(log);
         let admin = AdminConfig::from_file(admin, base)?;
-        let upstream = UpstreamConfig::from_file(upstream)?;
+        let upstream = UpstreamConfig::from_file(upstream, base)?;
         let tokens = TokenConfig::from_file(tokens, base)?;
         let store = StoreConfig::from_file(store, base)?;
         let limits = LimitsConfig::from_file(limits)?;

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsConfig>,
+    /// The plain listeners also accept cleartext HTTP/2 with prior knowledge
+    /// (told apart from HTTP/1.1 by its connection preface).
+    pub h2c: bool,
     /// Where a running gateway hands its sockets to its replacement (`serve --upgrade`).
     pub upgrade_socket: PathBuf,
     /// How client requests are made canonical before they are judged.
@@ -47,6 +50,34 @@ pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The protocols ALPN offers, in order of preference.
+    pub alpn: Alpn,
+}
+
+/// `server.tls_alpn`: what TLS clients may negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `["h2", "http/1.1"]`: HTTP/2 preferred, HTTP/1.1 for clients without it.
+    H2AndHttp1,
+    /// `["http/1.1"]`.
+    Http1Only,
+    /// `["h2"]`: clients that can't speak HTTP/2 fail the handshake.
+    H2Only,
+}
+
+impl Alpn {
+    fn from_file(list: &Spanned<Vec<Spanned<String>>>) -> Result<Alpn, Invalid> {
+        let names: Vec<&str> = list.get_ref().iter().map(|n| n.get_ref().as_str()).collect();
+        match names.as_slice() {
+            ["h2", "http/1.1"] => Ok(Alpn::H2AndHttp1),
+            ["http/1.1"] => Ok(Alpn::Http1Only),
+            ["h2"] => Ok(Alpn::H2Only),
+            _ => Err(Invalid::at(
+                list,
+                "server.tls_alpn must be [\"h2\", \"http/1.1\"], [\"http/1.1\"] or [\"h2\"]",
+            )),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -57,6 +88,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             tls: None,
+            h2c: false,
             upgrade_socket: PathBuf::from("gatehouse-upgrade.sock"),
             requests: RequestRules::default(),
         }
@@ -87,7 +119,15 @@ impl ServerConfig {
             None => defaults.listen,
         };
         let threads = at_least_one(section.threads, defaults.threads, "server.threads")?;
-        let tls = TlsConfig::from_file(section.tls_listen, section.tls_cert, section.tls_key, base)?;
+        let mut tls = TlsConfig::from_file(section.tls_listen, section.tls_cert, section.tls_key, base)?;
+        if let Some(list) = &section.tls_alpn {
+            match tls.as_mut() {
+                Some(tls) => tls.alpn = Alpn::from_file(list)?,
+                None => {
+                    return Err(Invalid::at(list, "server.tls_alpn needs TLS listeners (server.tls_listen)"))
+                }
+            }
+        }
         let upgrade_socket = section.upgrade_socket.map_or(defaults.upgrade_socket, PathBuf::from);
         Ok(ServerConfig {
             listen,
@@ -95,6 +135,7 @@ impl ServerConfig {
             grace_period: duration_or(section.grace_period, defaults.grace_period)?,
             shutdown_timeout: duration_or(section.shutdown_timeout, defaults.shutdown_timeout)?,
             tls,
+            h2c: section.h2c.unwrap_or(defaults.h2c),
             upgrade_socket: base.join(upgrade_socket),
             requests: RequestRules::from_file(
                 section.trusted_proxies,
@@ -134,6 +175,7 @@ impl TlsConfig {
                 listen: socket_addrs(list.get_ref())?,
                 cert: base.join(cert.get_ref()),
                 key: base.join(key.get_ref()),
+                alpn: Alpn::H2AndHttp1,
             })),
             // Point at the first TLS key the file does have.
             (Some(list), _, _) => Err(Invalid::at(&list, INCOMPLETE)),

@@ -3,6 +3,7 @@
 //! SIGHUP together with the routes, so it must validate on its own.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,29 @@ pub struct UpstreamConfig {
     pub websocket_close_at_expiry: bool,
     /// The longest any WebSocket tunnel stays open.
     pub websocket_max_duration: Duration,
+    /// What the gateway speaks to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// TLS to the upstream, if on.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstream.protocol`: HTTP/1.1, HTTP/2 over TLS, or cleartext HTTP/2 with
+/// prior knowledge (what gRPC servers inside a cluster speak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    Http1,
+    H2,
+    H2c,
+}
+
+/// `upstream.tls`: the name the upstream's certificate must carry (also
+/// sent as SNI; the addresses are IPs) and, optionally, the CA bundle that
+/// signs it instead of the system's roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub server_name: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How requests are spread over the upstreams.
@@ -75,17 +99,21 @@ impl Default for UpstreamConfig {
             assertion_ttl: Duration::from_secs(30),
             websocket_close_at_expiry: true,
             websocket_max_duration: Duration::from_secs(24 * 3600),
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }
 
 impl UpstreamConfig {
-    pub(super) fn from_file(section: Spanned<file::UpstreamSection>) -> Result<Self, Invalid> {
+    pub(super) fn from_file(section: Spanned<file::UpstreamSection>, base: &Path) -> Result<Self, Invalid> {
         let defaults = UpstreamConfig::default();
         if section.get_ref().addresses.is_empty() {
             return Err(Invalid::at(&section, "upstream.addresses must name at least one upstream"));
         }
+        let span = section.span();
         let section = section.into_inner();
+        let (protocol, tls) = transport(&section, span, base)?;
         let identity_prefix = match section.identity_header_prefix {
             Some(prefix) => identity_prefix(&prefix)?,
             None => defaults.identity_prefix,
@@ -126,8 +154,58 @@ impl UpstreamConfig {
                 Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
                 "upstream.websocket_max_duration",
             )?,
+            protocol,
+            tls,
         })
     }
+}
+
+/// `protocol` with `tls`, `tls_server_name` and `tls_ca_file`: `h2` is
+/// HTTP/2 as negotiated over TLS, so it needs `tls = true`; `h2c` is
+/// cleartext, so it refuses it; TLS needs the name to verify.
+fn transport(
+    section: &file::UpstreamSection,
+    span: std::ops::Range<usize>,
+    base: &Path,
+) -> Result<(UpstreamProtocol, Option<UpstreamTls>), Invalid> {
+    let protocol = section.protocol.as_ref().map_or(UpstreamProtocol::Http1, |p| p.get_ref().0);
+    let tls = section.tls.unwrap_or(false);
+    let refuse = |message: &str| match &section.protocol {
+        Some(p) => Invalid::at(p, message),
+        None => Invalid { span: span.clone(), message: message.to_owned() },
+    };
+    match protocol {
+        UpstreamProtocol::H2 if !tls => {
+            return Err(refuse("upstream.protocol = \"h2\" is HTTP/2 over TLS: set upstream.tls = true (or use \"h2c\" for cleartext)"))
+        }
+        UpstreamProtocol::H2c if tls => {
+            return Err(refuse("upstream.protocol = \"h2c\" is cleartext HTTP/2: with upstream.tls = true use \"h2\""))
+        }
+        _ => {}
+    }
+    if !tls {
+        if let Some(name) = section.tls_server_name.as_ref().or(section.tls_ca_file.as_ref()) {
+            return Err(Invalid::at(
+                name,
+                "upstream.tls_server_name and tls_ca_file need upstream.tls = true",
+            ));
+        }
+        return Ok((protocol, None));
+    }
+    let server_name = match &section.tls_server_name {
+        Some(name) if http::uri::Authority::try_from(name.get_ref().as_str()).is_ok() && !name.get_ref().is_empty() => {
+            name.get_ref().clone()
+        }
+        Some(name) => return Err(Invalid::at(name, "upstream.tls_server_name must be a host name, e.g. \"api.internal\"")),
+        None => {
+            return Err(Invalid {
+                span,
+                message: "upstream.tls = true needs upstream.tls_server_name: the name the upstream's certificate carries".into(),
+            })
+        }
+    };
+    let ca_file = section.tls_ca_file.as_ref().map(|file| base.join(file.get_ref()));
+    Ok((protocol, Some(UpstreamTls { server_name, ca_file })))
 }
 
 /// Header names are case-insensitive; the prefix is kept lower-case.

@@ -29,6 +29,19 @@ impl Gateway {
             return Err(ApiError::HeadersTooLarge { limit: self.limits.max_header_bytes });
         }
         request::canonical_method(&request.method)?;
+        if request.version == http::Version::HTTP_2 {
+            let plan = request::host_from_authority(&request.uri, &request.headers)
+                .map_err(ApiError::InvalidHeader)?;
+            if let Some(host) = plan.host {
+                request.insert_header(http::header::HOST, host).map_err(|_| ApiError::Internal)?;
+            }
+            if let Some(cookie) = plan.cookie {
+                request.insert_header(http::header::COOKIE, cookie).map_err(|_| ApiError::Internal)?;
+            }
+            if let Some(origin) = plan.origin {
+                request.set_uri(origin);
+            }
+        }
         let target = request::canonical_target(request.raw_path(), self.requests.method_override)?;
         let rules = HeaderRules {
             identity_prefix: &live.upstream_settings.identity_prefix,

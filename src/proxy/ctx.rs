@@ -79,6 +79,8 @@ pub struct RequestCtx {
     /// The matched rule asks for a signed identity assertion.
     pub(super) assertion: bool,
     pub(super) upstream_started: Option<Instant>,
+    /// A gRPC call: refusals are gRPC errors, not JSON.
+    pub(super) grpc: bool,
 }
 
 impl RequestCtx {
@@ -98,6 +100,7 @@ impl RequestCtx {
             tried: Vec::new(),
             assertion: false,
             upstream_started: None,
+            grpc: false,
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::auth::Authenticator;
 use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
 use crate::endpoints::{BuiltIns, Endpoint};
 use crate::error::{ApiError, ErrorCode};
-use crate::http_io::{read_body, write_reply, Reply, REQUEST_ID};
+use crate::http_io::{is_grpc, read_body, write_grpc_error, write_reply, Reply, REQUEST_ID};
 use crate::limits::{Caller, RouteLimiter};
 use crate::metrics::Metrics;
 use crate::policy::{RouteLabel, RouteTable};
@@ -159,7 +159,11 @@ impl Gateway {
         ctx.outcome = Outcome::Refused;
         ctx.refusal = Some(error.kind());
         self.metrics.refusals.with_label_values(&[ctx.route.as_str(), error.code()]).inc();
-        write_reply(session, &Reply::error(error), &ctx.request_id).await?;
+        if ctx.grpc {
+            write_grpc_error(session, error, &ctx.request_id).await?;
+        } else {
+            write_reply(session, &Reply::error(error), &ctx.request_id).await?;
+        }
         Ok(true)
     }
 }
@@ -179,6 +183,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         self.bound_connection(session);
         ctx.request_id = canonical::request_id(session.req_header());
+        ctx.grpc = is_grpc(&session.req_header().headers);
         let trusted_peer = self.identify_client(session, ctx);
         let live = self.live.load_full();
         let (target, websocket_asked) = match self.canonicalise(&live, session.req_header_mut(), trusted_peer)
@@ -246,7 +251,7 @@ impl ProxyHttp for Gateway {
             .upstreams
             .select(client_key.as_deref().unwrap_or("").as_bytes(), &ctx.tried)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream left to try"))?;
-        let mut peer = HttpPeer::new(backend.clone(), false, String::new());
+        let mut peer = live.upstreams.peer(&backend);
         peer.options.connection_timeout = Some(live.upstream_settings.connect_timeout);
         // pingora can't change the upstream read timeout once the tunnel is
         // open: a WebSocket's upstream may stay quiet until its deadline.
@@ -304,7 +309,11 @@ impl ProxyHttp for Gateway {
         // off makes the answer say `Connection: close`, so clients don't reuse it.
         session.set_keepalive(None);
         if session.response_written().is_none() {
-            let _ = write_reply(session, &Reply::error(&error), &ctx.request_id).await;
+            let _ = if ctx.grpc {
+                write_grpc_error(session, &error, &ctx.request_id).await
+            } else {
+                write_reply(session, &Reply::error(&error), &ctx.request_id).await
+            };
         }
         FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
     }

@@ -32,14 +32,19 @@
 //!   removed from what the client sent.
 //! - **Form bodies** ([`FormOverrideScanner`]): a `_method` field, in any
 //!   spelling a framework reads as one, is refused as in the query.
+//! - **HTTP/2** ([`host_from_authority`]): `:authority` becomes the one
+//!   `Host` (refused if a `Host` names another) and the target origin-form,
+//!   so the same rules then judge it as an HTTP/1.1 request.
 
 mod client;
 mod headers;
+mod http2;
 mod method_field;
 mod target;
 
 pub use client::{ClientChain, TrustedProxies};
 pub use headers::{asks_to_close, inspect_headers, HeaderPlan, HeaderRules};
+pub use http2::{host_from_authority, Http2Plan};
 pub use method_field::{is_method_field, FormOverrideScanner, MultipartNames, UrlEncodedNames};
 pub use target::{canonical_method, canonical_target, Target};
 
@@ -69,6 +74,8 @@ pub enum HeaderError {
     DuplicateHost,
     #[error("the Host header is not a valid host name or address")]
     InvalidHost,
+    #[error("the Host header and the HTTP/2 :authority name different hosts")]
+    HostAuthorityMismatch,
     #[error("the Content-Length headers are invalid or disagree")]
     InvalidContentLength,
     #[error("Transfer-Encoding must be exactly `chunked`, on HTTP/1.1, without Content-Length")]

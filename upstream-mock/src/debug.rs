@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -30,6 +30,7 @@ pub const MAX_SLOW_MS: u64 = 60_000;
 pub(crate) async fn echo(
     State(state): State<AppState>,
     method: Method,
+    version: Version,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -51,6 +52,8 @@ pub(crate) async fn echo(
     Json(json!({
         "method": method.as_str(),
         "path": path,
+        // How the request reached the mock: "HTTP/1.1" or "HTTP/2.0".
+        "http_version": format!("{version:?}"),
         "headers": seen,
         // The roles header read as a list, `null` when none arrived.
         "roles": state.identity.roles(&headers),
