@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 pub mod config;
 pub mod lenient;
+pub mod raw_h2;
 pub mod redis;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

@@ -54,10 +54,13 @@ struct Rig {
 fn rig() -> Rig {
     let backend = LenientBackend::start();
     let mock = Upstream::start();
-    // The default TCP health check connects and closes: wsgiref logs nothing for that.
+    // The default TCP health check connects and closes: wsgiref logs nothing
+    // for that. Cleartext HTTP/2 is on too, for the same attacks over HTTP/2.
     let gw = Gateway::start(
         &mock,
-        Options { upstreams: Some(vec![backend.addr.to_string()]), ..Options::default() }.config(catch_all),
+        Options { upstreams: Some(vec![backend.addr.to_string()]), ..Options::default() }
+            .config(catch_all)
+            .config(|c| c.server.h2c = Some(true)),
     );
     Rig { gw, backend, _mock: mock }
 }
@@ -449,6 +452,100 @@ fn no_attack_from_the_tracker_reaches_a_handler_it_was_not_authorised_for() {
     }
     assert!(failures.is_empty(), "{} of {sent} attacks failed:\n\n{}", failures.len(), failures.join("\n\n"));
     must(no_privileged_handler_ran(&rig.backend, "after the tracker"));
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 section 8.2.2), which its client
+/// library won't send: attacks built on them have no HTTP/2 form.
+const CONNECTION_SPECIFIC: [&str; 7] =
+    ["connection", "upgrade", "transfer-encoding", "keep-alive", "proxy-connection", "te", "host"];
+
+/// An attack's HTTP/2 form: method, absolute URI (`:authority` from its
+/// Host), header fields and body; `None` when it has none (a target that
+/// isn't a path, a field HTTP/2 forbids, framing that is HTTP/1's own).
+fn as_http2(
+    attack: &Attack,
+    extra_headers: &str,
+    addr: std::net::SocketAddr,
+) -> Option<(String, String, Vec<(String, String)>)> {
+    let (method, target) = attack.line.split_once(' ')?;
+    let uri = match target.strip_prefix("http://") {
+        Some(rest) => format!("http://{addr}/{}", rest.split_once('/')?.1),
+        None if target.starts_with('/') => format!("http://{addr}{target}"),
+        None => return None,
+    };
+    let mut fields = Vec::new();
+    for line in format!("{}{extra_headers}", attack.headers).split("\r\n").filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim().to_ascii_lowercase();
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) || name.is_empty() {
+            return None;
+        }
+        fields.push((name, value.trim().to_owned()));
+    }
+    Some((method.to_owned(), uri, fields))
+}
+
+/// The tracker over HTTP/2: an attack the gateway refused over HTTP/1.1
+/// never reaches the backend over HTTP/2 either (its refusal may differ:
+/// pingora's HTTP/2 layer refuses some requests before the gateway sees them,
+/// and an absolute target is ordinary there), and one it forwarded arrives as
+/// the same public request or not at all. No privileged handler ever runs.
+fn judge_over_http2(rig: &Rig, attack: &Attack, extra_headers: &str, context: &str) -> Result<bool, String> {
+    let Some((method, uri, fields)) = as_http2(attack, extra_headers, rig.gw.addr) else { return Ok(false) };
+    let before = rig.backend.records().len();
+    let answer = crate::common::raw_h2::request(rig.gw.addr, &method, &uri, &fields, attack.body.as_bytes());
+    if let Err(why) = &answer {
+        if why.starts_with("not expressible") || why.starts_with("not sent") {
+            return Ok(false);
+        }
+    }
+    let new: Vec<Value> = rig.backend.records().into_iter().skip(before).collect();
+    eprintln!("{context} over HTTP/2 -> {answer:?}");
+    match &attack.outcome {
+        Outcome::Refused(..) | Outcome::RefusedByPingora(_) | Outcome::BuiltIn(..) => {
+            ensure!(new.is_empty(), "{context} over HTTP/2: {answer:?}, yet the backend logged {new:#?}");
+        }
+        Outcome::Forwarded { method, path, check } => {
+            if let Ok((200, _)) = answer {
+                ensure_eq!(new.len(), 1, "{context} over HTTP/2: expected one backend record: {new:#?}");
+                clean_public_record(&new[0], method, path, context)?;
+                check(&new[0]).map_err(|e| format!("{context} over HTTP/2: {e}"))?;
+            } else {
+                ensure!(new.is_empty(), "{context} over HTTP/2: {answer:?}, yet the backend logged {new:#?}");
+            }
+        }
+    }
+    for record in &new {
+        ensure_eq!(record["handler"], "public", "{context} over HTTP/2: routed to {record:#}");
+    }
+    no_privileged_handler_ran(&rig.backend, context)?;
+    Ok(true)
+}
+
+#[test]
+fn no_attack_from_the_tracker_reaches_a_handler_it_was_not_authorised_for_over_http2() {
+    let rig = rig();
+    assert_catch_all_reaches_the_backend(&rig);
+    let (mut failures, mut sent, mut skipped) = (Vec::new(), 0, 0);
+    for attack in the_tracker() {
+        for (variant, extra) in [("as listed", ""), ("armed", FORGED_IDENTITY)] {
+            let context = format!("{} ({variant}): {}", attack.name, attack.line);
+            match judge_over_http2(&rig, &attack, extra, &context) {
+                Ok(true) => sent += 1,
+                Ok(false) => skipped += 1,
+                Err(failure) => failures.push(failure),
+            }
+        }
+    }
+    eprintln!("over HTTP/2: {sent} sent, {skipped} with no HTTP/2 form");
+    assert!(sent >= 20, "too few attacks have an HTTP/2 form: {sent} (skipped {skipped})");
+    assert!(
+        failures.is_empty(),
+        "{} attacks failed over HTTP/2:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    must(no_privileged_handler_ran(&rig.backend, "after the tracker over HTTP/2"));
 }
 
 const UPGRADE_GET: &[u8] =
