@@ -98,10 +98,12 @@ impl Gateway {
         if live.routes.judged_alike_for_every_method(path) {
             return Ok(());
         }
-        let chunked = session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING);
         match declared_length(session.req_header()) {
-            // Neither a length nor chunks: an empty body, nothing to check.
-            None if !chunked => return Ok(()),
+            // No length, and the protocol says there is no body (HTTP/1.1
+            // without chunks, HTTP/2 headers that end the stream): nothing to check.
+            None if session.is_body_empty() => return Ok(()),
+            // A body of unknown length: chunked, or HTTP/2 DATA frames without
+            // a Content-Length (HTTP/2 needs none).
             None => return Err(ApiError::LengthRequired),
             Some(length) if length > BUFFERED => return Err(ApiError::BodyTooLarge { limit: BUFFERED }),
             Some(_) => {}

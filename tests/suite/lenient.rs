@@ -462,11 +462,10 @@ const CONNECTION_SPECIFIC: [&str; 7] =
 /// An attack's HTTP/2 form: method, absolute URI (`:authority` from its
 /// Host), header fields and body; `None` when it has none (a target that
 /// isn't a path, a field HTTP/2 forbids, framing that is HTTP/1's own).
-fn as_http2(
-    attack: &Attack,
-    extra_headers: &str,
-    addr: std::net::SocketAddr,
-) -> Option<(String, String, Vec<(String, String)>)> {
+/// A request as HTTP/2 carries it: method, absolute URI, header fields.
+type Http2Request = (String, String, Vec<(String, String)>);
+
+fn as_http2(attack: &Attack, extra_headers: &str, addr: std::net::SocketAddr) -> Option<Http2Request> {
     let (method, target) = attack.line.split_once(' ')?;
     let uri = match target.strip_prefix("http://") {
         Some(rest) => format!("http://{addr}/{}", rest.split_once('/')?.1),
