@@ -213,3 +213,59 @@ mod io {
         session.write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_calls_are_told_by_their_content_type() {
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, value.parse().unwrap());
+            is_grpc(&headers)
+        };
+        for grpc in
+            ["application/grpc", "application/grpc+proto", "Application/GRPC+json", "application/grpc;x=1"]
+        {
+            assert!(with(grpc), "{grpc}");
+        }
+        for other in ["application/json", "application/grpc-web", "application/grpcx", "text/plain"] {
+            assert!(!with(other), "{other}");
+        }
+        assert!(!is_grpc(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn grpc_refusals_carry_status_message_and_code() {
+        let field = |error: &ApiError, name: &str| {
+            grpc_error_headers(error).into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        };
+        let cases = [
+            (ApiError::MissingToken, "16", "missing_token"),
+            (ApiError::TokenExpired, "16", "token_expired"),
+            (ApiError::TokenRevoked, "16", "token_revoked"),
+            (ApiError::AdminRequired, "7", "admin_required"),
+            (ApiError::RoleRequired, "7", "role_required"),
+            (ApiError::FreshTokenRequired, "7", "fresh_token_required"),
+            (ApiError::RateLimited { retry_after: 3 }, "8", "rate_limited"),
+            (ApiError::UpstreamUnavailable, "14", "upstream_unavailable"),
+            (ApiError::UpstreamTimeout, "4", "upstream_timeout"),
+            (ApiError::InvalidMethod, "3", "invalid_method"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(field(&error, "grpc-status").as_deref(), Some(status), "{error:?}");
+            assert_eq!(field(&error, GRPC_ERROR_CODE).as_deref(), Some(code), "{error:?}");
+            assert_eq!(field(&error, "content-type").as_deref(), Some("application/grpc"));
+        }
+        let limited = ApiError::RateLimited { retry_after: 3 };
+        assert_eq!(field(&limited, "grpc-retry-pushback-ms").as_deref(), Some("3000"));
+        // Percent-encoded: `%` itself and anything outside printable ASCII.
+        let odd = ApiError::InvalidRequest("100% ünïcode\n".into());
+        let message = field(&odd, "grpc-message").unwrap();
+        assert!(
+            message.contains("100%25") && message.contains("%C3%BC") && message.contains("%0A"),
+            "{message}"
+        );
+    }
+}

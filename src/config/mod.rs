@@ -217,6 +217,49 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn protocols_are_checked_together_with_tls() {
+        let upstream = |extra: &str| parse(&MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{extra}")));
+        let c = upstream("").unwrap();
+        assert_eq!((c.upstream.protocol, c.upstream.tls.as_ref()), (UpstreamProtocol::Http1, None));
+        assert!(!c.server.h2c && c.server.tls.is_none());
+        assert_eq!(upstream("protocol = \"h2c\"\n").unwrap().upstream.protocol, UpstreamProtocol::H2c);
+        let tls = upstream(
+            "protocol = \"h2\"\ntls = true\ntls_server_name = \"api.internal\"\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap()
+        .upstream;
+        assert_eq!(tls.protocol, UpstreamProtocol::H2);
+        let expected =
+            UpstreamTls { server_name: "api.internal".into(), ca_file: Some("/etc/gatehouse/ca.pem".into()) };
+        assert_eq!(tls.tls, Some(expected));
+        for (extra, says) in [
+            ("protocol = \"h2\"\n", "set upstream.tls = true"),
+            ("protocol = \"h2c\"\ntls = true\ntls_server_name = \"a\"\n", "is cleartext HTTP/2"),
+            ("protocol = \"http3\"\n", "expected \"http1\", \"h2\" or \"h2c\""),
+            ("tls = true\n", "needs upstream.tls_server_name"),
+            ("tls_server_name = \"a\"\n", "need upstream.tls = true"),
+            ("tls = true\ntls_server_name = \"a b\"\n", "must be a host name"),
+        ] {
+            let err = upstream(extra).unwrap_err();
+            assert!(err.message.contains(says), "{extra:?}: {err}");
+        }
+        let server = |extra: &str| parse(&format!("[server]\n{extra}{MINIMAL}"));
+        assert!(server("h2c = true\n").unwrap().server.h2c);
+        let err = server("tls_alpn = [\"h2\"]\n").unwrap_err();
+        assert!(err.message.contains("needs TLS listeners"), "{err}");
+        let tls = "tls_listen = [\"127.0.0.1:8443\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        assert_eq!(server(tls).unwrap().server.tls.unwrap().alpn, Alpn::H2AndHttp1);
+        let alpn =
+            |list: &str| server(&format!("{tls}tls_alpn = {list}\n")).map(|c| c.server.tls.unwrap().alpn);
+        assert_eq!(alpn("[\"http/1.1\"]").unwrap(), Alpn::Http1Only);
+        assert_eq!(alpn("[\"h2\"]").unwrap(), Alpn::H2Only);
+        assert_eq!(alpn("[\"h2\", \"http/1.1\"]").unwrap(), Alpn::H2AndHttp1);
+        let err = alpn("[\"http/1.1\", \"spdy/3\"]").unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
+        assert!(err.message.contains("server.tls_alpn must be"), "{err}");
+    }
+
+    #[test]
     fn bad_durations_and_patterns_are_refused() {
         assert!(parse(&MINIMAL.replace("15m", "fifteen")).is_err());
         let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/**/b\"\npolicy = \"any\"\n");
