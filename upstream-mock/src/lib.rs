@@ -54,6 +54,7 @@
 
 mod debug;
 mod error;
+pub mod grpc;
 mod identity;
 mod resources;
 mod store;
@@ -68,6 +69,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use debug::MAX_SLOW_MS;
+pub use grpc::{serve_grpc_with_shutdown, GrpcCall, GrpcCalls};
 pub use identity::is_valid_prefix;
 
 use identity::IdentityHeaders;
