@@ -167,8 +167,11 @@ impl ReceivedCall {
         let metadata = headers
             .keys()
             .map(|name| {
-                let copies: Vec<_> =
-                    headers.get_all(name).iter().map(|value| String::from_utf8_lossy(value.as_bytes())).collect();
+                let copies: Vec<_> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|value| String::from_utf8_lossy(value.as_bytes()))
+                    .collect();
                 (name.as_str().to_owned(), copies.join(", "))
             })
             .collect();
@@ -200,7 +203,11 @@ impl ReceivedCall {
 
 /// Middleware in front of the generated server: hands the handlers what
 /// they cannot see themselves and adds the echo trailer to the response.
-async fn describe_call(State(identity): State<IdentityHeaders>, mut request: Request, next: Next) -> Response {
+async fn describe_call(
+    State(identity): State<IdentityHeaders>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let call = ReceivedCall::read(&identity, request.uri().path(), request.headers());
     request.extensions_mut().insert(call);
     let mut response = next.run(request).await;
@@ -266,7 +273,10 @@ type ReplyStream = ReceiverStream<Result<EchoReply, Status>>;
 
 #[tonic::async_trait]
 impl Echo for EchoService {
-    async fn unary(&self, request: tonic::Request<EchoRequest>) -> Result<tonic::Response<EchoReply>, Status> {
+    async fn unary(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, Status> {
         let call = self.receive(&request)?;
         let request = request.into_inner();
         if let Some(failure) = request.fail_with {
