@@ -21,6 +21,7 @@ mod attacks;
 mod cli;
 mod differential;
 mod gateway;
+mod grpc_harness;
 mod identities;
 mod in_process;
 mod keys;
