@@ -22,6 +22,7 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use serde_json::{json, Value};
 
 pub mod config;
+pub mod grpc;
 pub mod lenient;
 pub mod raw_h2;
 pub mod redis;

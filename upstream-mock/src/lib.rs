@@ -6,7 +6,7 @@
 //! received. Run it on its own with
 //!
 //! ```text
-//! cargo run -p upstream-mock -- --listen 127.0.0.1:8000 [--identity-prefix X-Auth-]
+//! cargo run -p upstream-mock -- --listen 127.0.0.1:8000 [--identity-prefix X-Auth-] [--grpc-listen 127.0.0.1:50051]
 //! cargo run -p upstream-mock -- --verify-jwks http://127.0.0.1:8080/.well-known/jwks.json --audience items
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! gateway's published keys (see `verify.rs`).
 //!
 //! or, from tests, in-process with [`serve_with_shutdown`] on a listener
-//! bound to `127.0.0.1:0`.
+//! bound to `127.0.0.1:0` (and [`serve_grpc_with_shutdown`] for the gRPC
+//! service).
 //!
 //! The mock performs no authentication at all: it trusts the identity
 //! headers the gateway injects (`X-Auth-User-Id`, `X-Auth-Username`,
@@ -39,6 +40,28 @@
 //!
 //! Every error is `{"error": "<snake_case_code>", "message": "..."}`.
 //!
+//! ## gRPC echo service
+//!
+//! With `--grpc-listen` (or [`serve_grpc_with_shutdown`]) the mock also
+//! serves `gatehouse.echo.v1.Echo` (`proto/echo.proto`, see [`grpc`]) over
+//! h2c, cleartext HTTP/2 with prior knowledge, on a listener of its own:
+//!
+//! | Method | Answer |
+//! |---|---|
+//! | `Unary(EchoRequest) returns (EchoReply)` | one reply echoing `message` |
+//! | `ServerStream(EchoRequest) returns (stream EchoReply)` | `count` replies (at most 1000) numbered 1..=count, `interval_ms` apart |
+//! | `ClientStream(stream EchoRequest) returns (EchoReply)` | the messages concatenated, and their `count` |
+//! | `Bidi(stream EchoRequest) returns (stream EchoReply)` | one reply per message, as it arrives |
+//! | `Fail(Failure) returns (EchoReply)` | the status `code` (1 to 16) with its `message` |
+//!
+//! Every `EchoReply` carries the method name and `:path`, every request
+//! header in `metadata` (lower-case names, copies joined with `", "`), and
+//! `user_id` and `roles` read from the identity headers as above. A request
+//! whose `fail_with` is set ends its call with that status (after the
+//! replies due before it). Every response ends with the trailer
+//! `x-echo-trailer: done`, on streams too, and every call that reaches a
+//! handler is logged in [`GrpcCalls`] with its method and user id.
+//!
 //! ## WebSocket echo
 //!
 //! On a WebSocket upgrade (`/ws/echo`, `/debug/ws`, anything below them, or
@@ -54,6 +77,7 @@
 
 mod debug;
 mod error;
+pub mod grpc;
 mod identity;
 mod resources;
 mod store;
@@ -68,6 +92,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use debug::MAX_SLOW_MS;
+pub use grpc::{serve_grpc_with_shutdown, GrpcCall, GrpcCalls};
 pub use identity::is_valid_prefix;
 
 use identity::IdentityHeaders;

@@ -1,8 +1,9 @@
 //! upstream-mock binary: the backend stand-in behind Gatehouse, served over
-//! HTTP/1.1 on a TCP address.
+//! HTTP/1.1 on a TCP address, and optionally its gRPC echo service over h2c
+//! on another.
 //!
 //! ```text
-//! upstream-mock --listen 127.0.0.1:8000 [--identity-prefix X-Auth-]
+//! upstream-mock --listen 127.0.0.1:8000 [--identity-prefix X-Auth-] [--grpc-listen 127.0.0.1:50051]
 //! ```
 //!
 //! Kept thin on purpose: everything testable lives in the library so gateway
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use upstream_mock::{is_valid_prefix, MockOptions, VerifyOptions, DEFAULT_IDENTITY_PREFIX};
+use upstream_mock::{is_valid_prefix, GrpcCalls, MockOptions, VerifyOptions, DEFAULT_IDENTITY_PREFIX};
 
 /// A mock items/products/categories service that trusts the gateway's
 /// identity headers.
@@ -37,6 +38,12 @@ struct Args {
     /// With --verify-jwks: this service's name, the assertion's `aud`.
     #[arg(long)]
     audience: Option<String>,
+
+    /// Also serve the gRPC echo service (`gatehouse.echo.v1.Echo`) over h2c
+    /// on this address. It does not check assertions, hence not with
+    /// --verify-jwks.
+    #[arg(long, conflicts_with = "verify_jwks")]
+    grpc_listen: Option<SocketAddr>,
 }
 
 fn parse_prefix(prefix: &str) -> Result<String, String> {
@@ -50,12 +57,16 @@ fn parse_prefix(prefix: &str) -> Result<String, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match bind(args.listen).await {
         Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("upstream-mock: cannot listen on {}: {err}", args.listen);
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
+    };
+    let grpc_listener = match args.grpc_listen {
+        Some(addr) => match bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(code) => return code,
+        },
+        None => None,
     };
     let shutdown = match shutdown_signal() {
         Ok(shutdown) => shutdown,
@@ -71,13 +82,52 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let options = MockOptions { identity_prefix: args.identity_prefix, verify };
-    match upstream_mock::serve_with_shutdown(listener, options, shutdown).await {
+    let served = match grpc_listener {
+        None => upstream_mock::serve_with_shutdown(listener, options, shutdown).await,
+        Some(grpc_listener) => {
+            if let Ok(grpc_addr) = grpc_listener.local_addr() {
+                eprintln!("upstream-mock gRPC (h2c) listening on {grpc_addr}");
+            }
+            // One signal stops both servers: dropping the sender wakes every
+            // receiver.
+            let (stop, stopped) = tokio::sync::watch::channel(());
+            tokio::spawn(async move {
+                shutdown.await;
+                drop(stop);
+            });
+            let mut http_stopped = stopped.clone();
+            let mut grpc_stopped = stopped;
+            tokio::try_join!(
+                upstream_mock::serve_with_shutdown(listener, options.clone(), async move {
+                    let _ = http_stopped.changed().await;
+                }),
+                upstream_mock::serve_grpc_with_shutdown(
+                    grpc_listener,
+                    options,
+                    GrpcCalls::new(),
+                    async move {
+                        let _ = grpc_stopped.changed().await;
+                    }
+                ),
+            )
+            .map(|_| ())
+        }
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("upstream-mock: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds `addr`, or says why not and returns the exit code.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        eprintln!("upstream-mock: cannot listen on {addr}: {err}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Installs the SIGINT (Ctrl-C) and, on Unix, SIGTERM handlers now, and
