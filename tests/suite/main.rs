@@ -22,6 +22,7 @@ mod budgets;
 mod cli;
 mod differential;
 mod gateway;
+mod grpc;
 mod grpc_harness;
 mod http2;
 mod identities;
