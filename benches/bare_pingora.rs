@@ -6,7 +6,10 @@
 //! as a plain pingora program does. Every Gatehouse row in the load bench is
 //! printed as a ratio to this one.
 //!
-//!   bare_pingora --listen 127.0.0.1:18087 --upstream 127.0.0.1:18081 --threads 1
+//!   bare_pingora --listen 127.0.0.1:18087 --upstream 127.0.0.1:18081 --threads 1 [--h2c]
+//!
+//! `--h2c` also takes cleartext HTTP/2 with prior knowledge (the floor of the
+//! bench's HTTP/2 rows), as Gatehouse's `server.h2c` does.
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -25,6 +28,8 @@ struct Args {
     upstream: String,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[arg(long)]
+    h2c: bool,
 }
 
 struct PassThrough {
@@ -56,6 +61,11 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, PassThrough { upstream: args.upstream });
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = app.server_options.take().unwrap_or_default();
+        options.h2c = args.h2c;
+        app.server_options = Some(options);
+    }
     proxy.add_tcp(&args.listen);
     server.add_service(proxy);
     server.run_forever();

@@ -30,6 +30,8 @@ Targets (ports):
                 upstream-mock; :18089 Redis store; :18090 JSON access log to a
                 file; :18100 2 worker threads; :18110.. the --variant binaries
   upstream-mock :18085; redis-server :18099 (no persistence)
+  HTTP/2 rows   (cleartext, prior knowledge, measured with h2load): bare pingora --h2c :18107, HAProxy
+                `proto h2` :18106, Gatehouse `server.h2c = true` :18104
 """
 
 import argparse
@@ -155,19 +157,42 @@ def wrk(url, duration, connections, wrk_threads, headers=(), script=None):
     return result
 
 
-class Row:
-    """One timed target: measured once per round."""
+def h2load(url, duration, connections, streams, headers=()):
+    """Cleartext HTTP/2 with prior knowledge: `connections` clients, `streams` concurrent streams each.
+    h2load prints no latency percentiles, so those stay empty for its rows."""
+    cmd = ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(duration)]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = {"p50_ms": None, "p99_ms": None}
+    m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    result["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    result["requests"] = int(m.group(1)) if m else 0
+    result["socket_errors"] = int(m.group(3)) + int(m.group(4)) if m else 0
+    m = re.search(r"status codes: (\d+) 2xx", out)
+    result["non_2xx"] = result["requests"] - int(m.group(1)) if m else 0
+    return result
 
-    def __init__(self, name, pid, url, threads=1, token=None, expect="2xx", peer=None):
+
+class Row:
+    """One timed target: measured once per round, by wrk (HTTP/1.1) or h2load (HTTP/2, `protocol="h2"`)."""
+
+    def __init__(self, name, pid, url, threads=1, token=None, expect="2xx", peer=None, protocol="h1"):
         self.name, self.pid, self.url, self.threads = name, pid, url, threads
         self.headers = [f"Authorization: Bearer {token}"] if token else []
-        self.expect, self.peer = expect, peer
+        self.expect, self.peer, self.protocol = expect, peer, protocol
         self.rounds = []
 
     def measure(self, args, duration=None, record=True):
         pids = children(self.pid)
         before = cpu_seconds(pids)
-        r = wrk(self.url, duration or args.duration, args.connections, args.wrk_threads, self.headers)
+        if self.protocol == "h2":
+            # The same number of requests in flight as wrk's connections, 4 streams per connection.
+            r = h2load(self.url, duration or args.duration, max(1, args.connections // 4), 4, self.headers)
+        else:
+            r = wrk(self.url, duration or args.duration, args.connections, args.wrk_threads, self.headers)
         after = cpu_seconds(pids)
         r["cpu_us_per_req"] = (after - before) / r["requests"] * 1e6 if r["requests"] else None
         r["errors"] = r["socket_errors"] + (r["non_2xx"] if self.expect == "2xx" else 0)
@@ -197,7 +222,8 @@ class Row:
         return statistics.median(ratios) if ratios else None
 
     def summary(self, floors, peers):
-        floor, peer = floors.get(self.threads), peers.get((self.threads, self.peer or "plain"))
+        floor = floors.get((self.threads, self.protocol))
+        peer = peers.get((self.threads, self.peer or ("h2" if self.protocol == "h2" else "plain")))
         return {
             "name": self.name, "threads": self.threads, "expect": self.expect, "rounds": self.rounds,
             "rps": self.median("rps"), "p50_ms": self.median("p50_ms"), "p99_ms": self.median("p99_ms"),
@@ -233,6 +259,7 @@ GATEWAY_CONFIG = """
 [server]
 listen = ["127.0.0.1:{port}"]
 threads = {threads}
+h2c = {h2c}
 grace_period = "0s"
 shutdown_timeout = "1s"
 [log]
@@ -289,10 +316,12 @@ def redis_commands():
     return int(m.group(1))
 
 
-def haproxy_config(work, name, port, log=False, maxconn=None):
-    """A copy of the reference HAProxy config on another port, optionally logging every request."""
+def haproxy_config(work, name, port, log=False, maxconn=None, h2=False):
+    """A copy of the reference HAProxy config on another port, optionally logging every request, or
+    speaking cleartext HTTP/2 with prior knowledge to clients (`proto h2`) for the HTTP/2 rows."""
     with open(os.path.join(PEERS, "haproxy-jwt.cfg")) as f:
-        text = f.read().replace("bind 127.0.0.1:18082", f"bind 127.0.0.1:{port}")
+        bind = f"bind 127.0.0.1:{port}" + (" proto h2" if h2 else "")
+        text = f.read().replace("bind 127.0.0.1:18082", bind)
     if log:
         text = text.replace("global\n", "global\n  log stdout format raw local0\n", 1)
         text = text.replace("defaults\n", "defaults\n  log global\n  option httplog\n", 1)
@@ -372,6 +401,9 @@ def parse_args():
     ap.add_argument("--quick", action="store_true",
                     help="only the bare pingora, HAProxy, Gatehouse any/public and --variant rows (for A/B of a "
                          "lever); no login storm or memory check")
+    ap.add_argument("--http2", action="store_true",
+                    help="only the HTTP/2 rows (bare pingora, HAProxy and Gatehouse with h2c clients); no login "
+                         "storm or memory check")
     ap.add_argument("--json", default=os.path.join(ROOT, "target", "load-bench.json"))
     return ap.parse_args()
 
@@ -416,17 +448,19 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
     haproxies = {}
     for name, port, threads, logged, maxconn in (("plain", 18082, 1, False, None), ("logged", 18092, 1, True, None),
                                                   ("2 threads", 18095, 2, False, None),
-                                                  ("memory", 18102, 1, False, IDLE_CONNECTIONS)):
-        cfg = haproxy_config(work, name.replace(" ", "-"), port, logged, maxconn)
+                                                  ("memory", 18102, 1, False, IDLE_CONNECTIONS),
+                                                  ("h2", 18106, 1, False, None)):
+        cfg = haproxy_config(work, name.replace(" ", "-"), port, logged, maxconn, h2=name == "h2")
         out = open(os.path.join(work, f"haproxy-{port}.log"), "w") if logged else log
         haproxies[name] = procs.start(["haproxy", "-f", cfg, "-db"], out, env=dict(env, HAPROXY_THREADS=str(threads)))
     bares = {threads: procs.start([bare, "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:18081",
                                    "--threads", str(threads)], log)
              for threads, port in ((1, 18087), (2, 18093))}
+    bare_h2c = procs.start([bare, "--listen", "127.0.0.1:18107", "--upstream", "127.0.0.1:18081", "--h2c"], log)
     mock_proc = procs.start([mock, "--listen", "127.0.0.1:18085"], log)
     procs.start(["redis-server", "--port", "18099", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", work], log)
-    for port in (18081, 18082, 18083, 18085, 18087, 18092, 18093, 18095, 18099, 18102):
+    for port in (18081, 18082, 18083, 18085, 18087, 18092, 18093, 18095, 18099, 18102, 18106, 18107):
         wait_port(port)
     redis_cli("PING")
 
@@ -435,7 +469,8 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
                      ("mock", gatehouse, 18088, 18098, "127.0.0.1:18085", 1, QUIET_LOG),
                      ("redis", gatehouse, 18089, 18097, "127.0.0.1:18081", 1, QUIET_LOG),
                      ("logged", gatehouse, 18090, 18091, "127.0.0.1:18081", 1, ACCESS_LOG),
-                     ("2 threads", gatehouse, 18100, 18101, "127.0.0.1:18081", 2, QUIET_LOG)]
+                     ("2 threads", gatehouse, 18100, 18101, "127.0.0.1:18081", 2, QUIET_LOG),
+                     ("h2c", gatehouse, 18104, 18105, "127.0.0.1:18081", 1, QUIET_LOG)]
     for i, (name, path) in enumerate(variants):
         gateway_specs.append((f"variant {name}", path, 18110 + 2 * i, 18111 + 2 * i, "127.0.0.1:18081", 1, QUIET_LOG))
     gateways = {}
@@ -445,6 +480,7 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
         cfg = os.path.join(work, f"{slug}.toml")
         with open(cfg, "w") as f:
             f.write(GATEWAY_CONFIG.format(port=port, admin=admin, threads=threads, upstream=upstream, log=log_section,
+                                          h2c="true" if name == "h2c" else "false",
                                           store=REDIS_STORE if name == "redis" else f'path = "{store}"'))
         add = subprocess.run([binary, "--config", cfg, "user", "add", "--email", "bench@example.com",
                               "--username", "bench", "--admin"], input="bench-password\n", text=True,
@@ -482,6 +518,9 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
     haproxy_logged = hp("logged", "HAProxy jwt_verify, log per request", anchor, 18092, peer="logged")
     bare_2 = Row("bare pingora pass-through, 2 threads", bares[2].pid, "http://127.0.0.1:18093/any/x", threads=2)
     haproxy_2 = hp("2 threads", "HAProxy jwt_verify, 2 threads", anchor, 18095, threads=2)
+    bare_h2 = Row("bare pingora pass-through, HTTP/2 (h2c) clients", bare_h2c.pid, "http://127.0.0.1:18107/any/x",
+                  protocol="h2")
+    haproxy_h2 = hp("h2", "HAProxy jwt_verify, HTTP/2 (proto h2) clients", anchor, 18106, protocol="h2")
     redis_row = gw("redis", "/any/x", "Gatehouse any, Redis store -> nginx")
     rows = [
         bare_1,
@@ -505,14 +544,20 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
         haproxy_2,
         gw("2 threads", "/any/x", "Gatehouse any, 2 threads", threads=2),
         gw("2 threads", "/public/x", "Gatehouse public, 2 threads", token_name=False, threads=2),
+        bare_h2,
+        haproxy_h2,
+        gw("h2c", "/any/x", "Gatehouse any, HTTP/2 (h2c) clients", protocol="h2"),
+        gw("h2c", "/public/x", "Gatehouse public, HTTP/2 (h2c) clients", token_name=False, protocol="h2"),
     ]
     if args.quick:
         rows = rows[:4]
+    elif args.http2:
+        rows = [row for row in rows if row.protocol == "h2"]
     for name, _ in variants:
         rows.append(gw(f"variant {name}", "/any/x", f"Gatehouse[{name}] any (cached token)"))
         rows.append(gw(f"variant {name}", "/public/x", f"Gatehouse[{name}] public", token_name=False))
-    floors = {1: bare_1, 2: bare_2}
-    peers = {(1, "plain"): haproxy_1, (1, "logged"): haproxy_logged, (2, "plain"): haproxy_2}
+    floors = {(1, "h1"): bare_1, (2, "h1"): bare_2, (1, "h2"): bare_h2}
+    peers = {(1, "plain"): haproxy_1, (1, "logged"): haproxy_logged, (2, "plain"): haproxy_2, (1, "h2"): haproxy_h2}
 
     print("  waiting for the machine to settle...", flush=True)
     wait_until_idle()
@@ -537,6 +582,9 @@ def run(args, work, log, procs, env, gatehouse, mock, bare, variants, results):
     summaries = [row.summary(floors, peers) for row in rows]
     print_table(summaries)
     results["rows"] = summaries
+    if args.http2:
+        write_results(args, results)
+        return
     if not args.quick:
         print(f"(redis-server processed {redis_row.redis_commands} commands during the Redis-store row's "
               f"{args.rounds} rounds, against {sum(r['requests'] for r in redis_row.rounds)} proxied requests)")

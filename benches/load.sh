@@ -5,15 +5,16 @@
 #   bash benches/load.sh                 # 10 s per row, 1 worker thread each
 #   bash benches/load.sh --duration 30 --threads 2
 #
-# Installs wrk, haproxy, nginx, redis-server and cmake when missing (as root,
+# Installs wrk, haproxy, nginx, redis-server, h2load (nghttp2-client) and cmake when missing (as root,
 # from Debian), builds release binaries, then runs benches/load.py (see its
 # --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in wrk haproxy nginx redis-server cmake curl; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
+for tool in wrk haproxy nginx redis-server cmake curl h2load; do
+  # h2load (the HTTP/2 rows) comes in Debian's nghttp2-client.
+  command -v "$tool" >/dev/null || missing+=("$([ "$tool" = h2load ] && echo nghttp2-client || echo "$tool")")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
