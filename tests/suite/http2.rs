@@ -469,3 +469,101 @@ fn error_of(body: &str) -> String {
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_default()
 }
+
+/// Sends one HTTP/2 request as raw frames, so fields no HTTP/2 library will
+/// send can be sent: the header block is HPACK literals without Huffman
+/// coding. Returns the types of the frames answered on stream 1, in order.
+fn raw_frames(addr: SocketAddr, fields: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut bytes = vec![length[1], length[2], length[3], kind, flags];
+        bytes.extend_from_slice(&stream.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        // Literal header field without indexing, new name (RFC 7541 section 6.2.2).
+        block.push(0x00);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    stream.write_all(&frame(0x4, 0, 0, &[])).unwrap();
+    // HEADERS, END_STREAM | END_HEADERS, stream 1.
+    stream.write_all(&frame(0x1, 0x5, 1, &block)).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut answered = Vec::new();
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        let mut at = 0;
+        answered.clear();
+        while received.len() >= at + 9 {
+            let length = usize::from(received[at]) << 16
+                | usize::from(received[at + 1]) << 8
+                | usize::from(received[at + 2]);
+            let (kind, id) = (
+                received[at + 3],
+                u32::from_be_bytes(received[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff,
+            );
+            if id == 1 {
+                answered.push(kind);
+            }
+            at += 9 + length;
+        }
+        // A response's HEADERS (1) or a RST_STREAM (3) settles stream 1.
+        if answered.iter().any(|k| *k == 0x1 || *k == 0x3) {
+            break;
+        }
+    }
+    answered
+}
+
+/// Connection-specific fields make an HTTP/2 request malformed (RFC 9113
+/// section 8.2.2): the stream is reset and nothing reaches the upstream,
+/// where a lenient backend might have honoured them.
+#[test]
+fn connection_specific_fields_over_http2_are_refused_with_a_stream_reset() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { seed_admin: false, ..Options::default() }.config(|c| c.server.h2c = Some(true)),
+    );
+    let authority = gw.addr.to_string();
+    let request = |extra: Option<(&str, &str)>| {
+        let mut fields = vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/debug/echo/public/x"),
+            (":authority", authority.as_str()),
+        ];
+        fields.extend(extra);
+        raw_frames(gw.addr, &fields)
+    };
+    // The raw frames are a request the gateway answers...
+    let before = upstream.seen().len();
+    assert!(request(None).contains(&0x1), "no response to a plain raw request");
+    assert_eq!(upstream.seen().len(), before + 1);
+    // ...until they carry a field HTTP/2 forbids.
+    for field in [
+        ("connection", "close"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+    ] {
+        let answered = request(Some(field));
+        assert_eq!(answered, [0x3], "{field:?}: expected a stream reset, got frame types {answered:?}");
+    }
+    assert_eq!(upstream.seen().len(), before + 1, "{:?}", upstream.seen());
+}
