@@ -26,6 +26,7 @@ pub mod grpc;
 pub mod lenient;
 pub mod raw_h2;
 pub mod redis;
+pub mod tls;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";

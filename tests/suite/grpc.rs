@@ -16,6 +16,7 @@ use upstream_mock::grpc::{ECHO_TRAILER, ECHO_TRAILER_VALUE};
 
 use crate::common::config::{route, spanned, text};
 use crate::common::grpc::{echo_request, GrpcClient, GrpcUpstream};
+use crate::common::tls::{localhost_cert, serve_tls};
 use crate::common::{free_port, Gateway, Options, Upstream};
 
 const SERVICE: &str = "/gatehouse.echo.v1.Echo";
@@ -164,17 +165,12 @@ fn allowed_calls_stream_both_ways_with_trailers_and_the_decided_identity() {
 #[test]
 fn grpc_over_tls_negotiates_http2_by_alpn() {
     let grpc = GrpcUpstream::start();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let cert = localhost_cert();
     let port = free_port();
+    let tls = serve_tls(&cert, port, None);
     let (_http, gw) = grpc_gateway(&grpc, move |c| {
         c.server.h2c = Some(false);
-        c.server.tls_listen = Some(spanned(vec![spanned(format!("127.0.0.1:{port}"))]));
-        c.server.tls_cert = text(&cert_path.display().to_string());
-        c.server.tls_key = text(&key_path.display().to_string());
+        tls(c);
     });
     let (token, _) = gw.admin_login();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -182,8 +178,8 @@ fn grpc_over_tls_negotiates_http2_by_alpn() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let uri = format!("https://127.0.0.1:{port}");
-    let tls = GrpcClient::connect_tls(&uri, cert.cert.pem().as_bytes(), "localhost", Some(&token)).unwrap();
+    let tls = GrpcClient::connect_tls(&uri, cert.pem.as_bytes(), "localhost", Some(&token)).unwrap();
     assert_eq!(tls.unary(echo_request("over tls")).unwrap().into_inner().user_id.as_deref(), Some("1"));
-    let anonymous = GrpcClient::connect_tls(&uri, cert.cert.pem().as_bytes(), "localhost", None).unwrap();
+    let anonymous = GrpcClient::connect_tls(&uri, cert.pem.as_bytes(), "localhost", None).unwrap();
     assert_eq!(refusal(&anonymous.unary(echo_request("x")).unwrap_err()).0, Code::Unauthenticated);
 }

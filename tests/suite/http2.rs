@@ -8,46 +8,13 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use gatehouse::config::file::{FileConfig, Word};
+use gatehouse::config::file::Word;
 use gatehouse::config::UpstreamProtocol;
 use serde_json::{json, Value};
 
 use crate::common::config::{spanned, text};
+use crate::common::tls::{localhost_cert, serve_tls, LocalhostCert};
 use crate::common::{free_port, Gateway, Options, Upstream};
-
-/// A self-signed certificate for `localhost`, written to a directory.
-struct Cert {
-    pem: String,
-    cert_path: String,
-    key_path: String,
-    _dir: tempfile::TempDir,
-}
-
-fn localhost_cert() -> Cert {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    Cert {
-        pem: cert.cert.pem(),
-        cert_path: cert_path.display().to_string(),
-        key_path: key_path.display().to_string(),
-        _dir: dir,
-    }
-}
-
-/// Serves TLS on a new port with `cert`; `alpn` sets `server.tls_alpn`.
-fn with_tls(cert: &Cert, port: u16, alpn: Option<&[&str]>) -> impl Fn(&mut FileConfig) + 'static {
-    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
-    let alpn: Option<Vec<String>> = alpn.map(|a| a.iter().map(|s| (*s).to_owned()).collect());
-    move |c: &mut FileConfig| {
-        c.server.tls_listen = Some(spanned(vec![spanned(format!("127.0.0.1:{port}"))]));
-        c.server.tls_cert = text(&cert_path);
-        c.server.tls_key = text(&key_path);
-        c.server.tls_alpn = alpn.as_ref().map(|a| spanned(a.iter().map(|s| spanned(s.clone())).collect()));
-    }
-}
 
 fn wait_for_port(port: u16) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -58,7 +25,7 @@ fn wait_for_port(port: u16) {
 }
 
 /// A client that trusts `cert` and finds `localhost` at `port`.
-fn tls_client(cert: &Cert, port: u16, http1_only: bool) -> reqwest::blocking::Client {
+fn tls_client(cert: &LocalhostCert, port: u16, http1_only: bool) -> reqwest::blocking::Client {
     let mut builder = reqwest::blocking::Client::builder()
         .no_proxy()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap())
@@ -101,7 +68,7 @@ fn tls_clients_negotiate_http2_and_the_upstream_gets_exactly_the_judged_request(
     let upstream = Upstream::start();
     let cert = localhost_cert();
     let port = free_port();
-    let gw = Gateway::start(&upstream, Options::default().config(with_tls(&cert, port, None)));
+    let gw = Gateway::start(&upstream, Options::default().config(serve_tls(&cert, port, None)));
     wait_for_port(port);
     let id = gw.register("hana@example.com", "hana", "hana-password-1")["id"].to_string();
     let (token, _) = gw.login("hana@example.com", "hana-password-1");
@@ -151,7 +118,7 @@ fn tls_alpn_can_keep_clients_on_http1() {
     let cert = localhost_cert();
     let port = free_port();
     let _gw =
-        Gateway::start(&upstream, Options::default().config(with_tls(&cert, port, Some(&["http/1.1"]))));
+        Gateway::start(&upstream, Options::default().config(serve_tls(&cert, port, Some(&["http/1.1"]))));
     wait_for_port(port);
     let (version, status, _) =
         send(tls_client(&cert, port, false).get(format!("https://localhost:{port}/items")));
@@ -210,7 +177,7 @@ fn a_host_that_names_another_site_than_the_authority_is_refused() {
 }
 
 #[test]
-fn upstreams_can_be_reached_over_h2c_and_over_h2_with_tls() {
+fn upstreams_can_be_reached_over_h2c_and_over_h2_serve_tls() {
     // The mock speaks cleartext HTTP/2 with prior knowledge as well as HTTP/1.1.
     let upstream = Upstream::start();
     let h2c = Gateway::start(
@@ -232,10 +199,12 @@ fn upstreams_can_be_reached_over_h2c_and_over_h2_with_tls() {
     let port = free_port();
     let tls_front = Gateway::start(
         &upstream,
-        Options { seed_admin: false, ..Options::default() }.config(with_tls(&cert, port, None)).config(|c| {
-            c.upstream.get_mut().identity_header_prefix = Some(spanned("x-front-".to_owned()));
-            c.routes.insert(0, crate::common::config::route("/debug/echo/any/**", &[], "public"));
-        }),
+        Options { seed_admin: false, ..Options::default() }.config(serve_tls(&cert, port, None)).config(
+            |c| {
+                c.upstream.get_mut().identity_header_prefix = Some(spanned("x-front-".to_owned()));
+                c.routes.insert(0, crate::common::config::route("/debug/echo/any/**", &[], "public"));
+            },
+        ),
     );
     wait_for_port(port);
     let ca_file = cert.cert_path.clone();

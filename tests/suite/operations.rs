@@ -249,23 +249,15 @@ fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
 #[test]
 fn tls_listener_terminates_tls() {
     let upstream = Upstream::start();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let cert = crate::common::tls::localhost_cert();
     let tls_port = free_port();
     let gw = Gateway::start(
         &upstream,
-        Options::default().config(move |c| {
-            c.server.tls_listen = Some(spanned(vec![spanned(format!("127.0.0.1:{tls_port}"))]));
-            c.server.tls_cert = text(&cert_path.display().to_string());
-            c.server.tls_key = text(&key_path.display().to_string());
-        }),
+        Options::default().config(crate::common::tls::serve_tls(&cert, tls_port, Some(&["http/1.1"]))),
     );
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{tls_port}").parse().unwrap())
         .build()
         .unwrap();
