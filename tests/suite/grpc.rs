@@ -183,3 +183,18 @@ fn grpc_over_tls_negotiates_http2_by_alpn() {
     let anonymous = GrpcClient::connect_tls(&uri, cert.pem.as_bytes(), "localhost", None).unwrap();
     assert_eq!(refusal(&anonymous.unary(echo_request("x")).unwrap_err()).0, Code::Unauthenticated);
 }
+
+/// An upstream that can't be reached is a gRPC UNAVAILABLE to a gRPC client
+/// (502 `upstream_unavailable` to others), with the gateway's code beside it.
+#[test]
+fn an_unreachable_service_is_unavailable() {
+    let mut grpc = GrpcUpstream::start();
+    let (_http, gw) = grpc_gateway(&grpc, |c| {
+        c.upstream.get_mut().health_check = Some(Word(gatehouse::config::file::HealthCheck::None));
+    });
+    grpc.stop();
+    let (token, _) = gw.admin_login();
+    let status = client(&gw, Some(&token)).unary(echo_request("anyone there?")).unwrap_err();
+    assert_eq!(refusal(&status).0, Code::Unavailable, "{status:?}");
+    assert_eq!(refusal(&status).2, "upstream_unavailable");
+}
