@@ -139,6 +139,10 @@ fn proxy_service(
     let mut options = proxy.server_options.take().unwrap_or_default();
     options.allow_connect_method_proxying = true;
     options.h2c = config.server.h2c;
+    // HTTP/2 connections ignore the per-request keep-alive setting: bound
+    // their idle time (a stream whose headers are still arriving counts as
+    // idle) by the same limit.
+    options.h2_idle_timeout = Some(config.limits.client_idle_timeout);
     proxy.server_options = Some(options);
     // HTTP/2 header blocks are bounded like HTTP/1 ones (plus room for the
     // pseudo-headers); the other limits stay pingora's bounded defaults.

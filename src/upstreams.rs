@@ -165,6 +165,11 @@ impl UpstreamPool {
         Ok(UpstreamPool { balancer, addresses: config.addresses.clone(), labels, transport })
     }
 
+    /// Whether requests go upstream over HTTP/2 (`h2` or `h2c`).
+    pub fn speaks_http2(&self) -> bool {
+        matches!(self.transport.protocol, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
+
     /// The peer a request to `backend` goes to: this pool's protocol and TLS.
     pub fn peer(&self, backend: &Backend) -> HttpPeer {
         let mut peer = HttpPeer::new(backend.clone(), false, String::new());

@@ -127,7 +127,7 @@ impl Config {
         let limits = LimitsConfig::from_file(limits)?;
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
-        let routes = routes::route_table(policy, routes, upstream.assertion)?;
+        let routes = routes::route_table(policy, routes, &upstream)?;
         Ok(Config {
             source: path.to_owned(),
             server,
@@ -239,10 +239,19 @@ access_ttl = "15m"
             ("tls = true\n", "needs upstream.tls_server_name"),
             ("tls_server_name = \"a\"\n", "need upstream.tls = true"),
             ("tls = true\ntls_server_name = \"a b\"\n", "must be a host name"),
+            ("tls = true\ntls_server_name = \"api.internal:8443\"\n", "must be a host name"),
+            ("tls = true\ntls_server_name = \"me@api.internal\"\n", "must be a host name"),
         ] {
             let err = upstream(extra).unwrap_err();
             assert!(err.message.contains(says), "{extra:?}: {err}");
         }
+        let websocket = "protocol = \"h2c\"\n";
+        let text = format!(
+            "{}\n[[routes]]\npath = \"/ws\"\npolicy = \"any\"\nwebsocket = true\n",
+            MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{websocket}"))
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("needs upstream.protocol = \"http1\""), "{err}");
         let server = |extra: &str| parse(&format!("[server]\n{extra}{MINIMAL}"));
         assert!(server("h2c = true\n").unwrap().server.h2c);
         let err = server("tls_alpn = [\"h2\"]\n").unwrap_err();

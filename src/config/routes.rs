@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::file;
 use super::values::Invalid;
+use super::{UpstreamConfig, UpstreamProtocol};
 use crate::limits::{Budget, Rate, RateError};
 use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule, UnknownPolicy};
 use crate::roles::{Role, RoleRequirement, RolesMatch};
@@ -16,12 +17,14 @@ use crate::roles::{Role, RoleRequirement, RolesMatch};
 /// Methods a route may name (case-insensitive in the file).
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-/// The route table; `assertion` is `upstream.assertion`, which routes inherit.
+/// The route table. Routes inherit `upstream.assertion`, and may only let
+/// WebSockets through to an HTTP/1.1 upstream.
 pub(super) fn route_table(
     policy: file::PolicySection,
     routes: Vec<Spanned<file::RouteEntry>>,
-    assertion: bool,
+    upstream: &UpstreamConfig,
 ) -> Result<RouteTable, Invalid> {
+    let assertion = upstream.assertion;
     let default_policy = match policy.default {
         Some(p) => p.get_ref().parse().map_err(|m: UnknownPolicy| Invalid::at(&p, m.to_string()))?,
         None => Policy::Deny,
@@ -31,12 +34,17 @@ pub(super) fn route_table(
     let compiled = routes
         .into_iter()
         .enumerate()
-        .map(|(index, entry)| route(index, entry, assertion))
+        .map(|(index, entry)| route(index, entry, upstream))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RouteTable::new(compiled, default_rule))
 }
 
-fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Result<Route, Invalid> {
+fn route(
+    index: usize,
+    entry: Spanned<file::RouteEntry>,
+    upstream: &UpstreamConfig,
+) -> Result<Route, Invalid> {
+    let assertion = upstream.assertion;
     let entry_span = entry.span();
     let entry = entry.into_inner();
     let pattern =
@@ -62,6 +70,15 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
         return Err(Invalid {
             span: entry_span,
             message: "`websocket = true` needs a route that allows GET and is not `deny`".into(),
+        });
+    }
+    if entry.websocket && upstream.protocol != UpstreamProtocol::Http1 {
+        // A WebSocket upgrades an HTTP/1.1 connection; pingora drops the
+        // upgrade on the way to an HTTP/2 upstream, so it could never open.
+        return Err(Invalid {
+            span: entry_span,
+            message: "`websocket = true` needs upstream.protocol = \"http1\": a WebSocket upgrades an HTTP/1.1 connection"
+                .into(),
         });
     }
     let budget = budget(entry.rate, entry.burst, policy, &pattern, &methods)?;

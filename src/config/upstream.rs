@@ -193,7 +193,9 @@ fn transport(
         return Ok((protocol, None));
     }
     let server_name = match &section.tls_server_name {
-        Some(name) if http::uri::Authority::try_from(name.get_ref().as_str()).is_ok() && !name.get_ref().is_empty() => {
+        // What rustls will parse on every connection: a DNS name or an IP
+        // address, no port or userinfo, refused here rather than as 502s.
+        Some(name) if rustls_pki_types::ServerName::try_from(name.get_ref().as_str()).is_ok() => {
             name.get_ref().clone()
         }
         Some(name) => return Err(Invalid::at(name, "upstream.tls_server_name must be a host name, e.g. \"api.internal\"")),

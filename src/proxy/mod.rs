@@ -183,7 +183,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         self.bound_connection(session);
         ctx.request_id = canonical::request_id(session.req_header());
-        ctx.grpc = is_grpc(&session.req_header().headers);
+        // gRPC runs over HTTP/2 only: an HTTP/1.1 request is answered in JSON
+        // whatever its content type, so no refusal looks like a 200 there.
+        ctx.grpc =
+            session.req_header().version == http::Version::HTTP_2 && is_grpc(&session.req_header().headers);
         let trusted_peer = self.identify_client(session, ctx);
         let live = self.live.load_full();
         let (target, websocket_asked) = match self.canonicalise(&live, session.req_header_mut(), trusted_peer)
@@ -331,6 +334,12 @@ impl ProxyHttp for Gateway {
         // this request from the session's, which `canonicalise` replaced.
         rewrite_upstream_headers(live, upstream_request, ctx.identity.as_ref(), &ctx.request_id)?;
         self.add_forwarding_headers(session, upstream_request, ctx)?;
+        if ctx.grpc && live.upstreams.speaks_http2() {
+            // gRPC servers require it (C-core refuses a call without it); it
+            // was removed with the other hop-by-hop fields when the request
+            // was made canonical, and is the one value HTTP/2 allows.
+            upstream_request.insert_header(http::header::TE, "trailers")?;
+        }
         if ctx.assertion {
             let signed = self.assertion_for(live, ctx.identity.as_ref(), upstream_request).map_err(|_| {
                 Error::explain(ErrorType::InternalError, "cannot sign the identity assertion")

@@ -126,6 +126,8 @@ fn allowed_calls_stream_both_ways_with_trailers_and_the_decided_identity() {
     assert_eq!(reply.roles, ["editor"]);
     assert_eq!(reply.metadata.get("x-auth-admin").map(String::as_str), Some("false"), "{:?}", reply.metadata);
     assert_eq!(reply.path, format!("{SERVICE}/Unary"));
+    // gRPC servers require `te: trailers` (C-core refuses a call without it).
+    assert_eq!(reply.metadata.get("te").map(String::as_str), Some("trailers"), "{:?}", reply.metadata);
 
     // Client streaming and bidirectional streaming, trailers through.
     let counted = user.client_stream(vec![echo_request("a"), echo_request("b"), echo_request("c")]).unwrap();
@@ -197,4 +199,25 @@ fn an_unreachable_service_is_unavailable() {
     let status = client(&gw, Some(&token)).unary(echo_request("anyone there?")).unwrap_err();
     assert_eq!(refusal(&status).0, Code::Unavailable, "{status:?}");
     assert_eq!(refusal(&status).2, "upstream_unavailable");
+}
+
+/// gRPC is HTTP/2 only: over HTTP/1.1 a refusal is the JSON one with its real
+/// status, whatever the content type says, so nothing in front of the
+/// gateway counts a refused request as a 200.
+#[test]
+fn an_http1_request_with_a_grpc_content_type_gets_the_json_refusal() {
+    let grpc = GrpcUpstream::start();
+    let (_http, gw) = grpc_gateway(&grpc, |_| {});
+    let resp = gw
+        .http
+        .post(gw.url(&format!("{SERVICE}/Unary")))
+        .header("content-type", "application/grpc")
+        .body(Vec::new())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("grpc-status").is_none());
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["error"], "missing_token");
+    assert!(grpc.calls().is_empty());
 }

@@ -177,7 +177,7 @@ fn a_host_that_names_another_site_than_the_authority_is_refused() {
 }
 
 #[test]
-fn upstreams_can_be_reached_over_h2c_and_over_h2_serve_tls() {
+fn upstreams_can_be_reached_over_h2c_and_over_h2_with_tls() {
     // The mock speaks cleartext HTTP/2 with prior knowledge as well as HTTP/1.1.
     let upstream = Upstream::start();
     let h2c = Gateway::start(
@@ -535,4 +535,35 @@ fn connection_specific_fields_over_http2_are_refused_with_a_stream_reset() {
         assert_eq!(answered, [0x3], "{field:?}: expected a stream reset, got frame types {answered:?}");
     }
     assert_eq!(upstream.seen().len(), before + 1, "{:?}", upstream.seen());
+}
+
+/// HTTP/2 connections ignore the per-request keep-alive setting, so the idle
+/// limit is pingora's HTTP/2 idle timeout, set from `limits.client_idle_timeout`:
+/// a connection with no stream open is closed.
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_idle_limit() {
+    use std::io::{Read, Write};
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options { seed_admin: false, ..Options::default() }.config(|c| {
+            c.server.h2c = Some(true);
+            c.limits.client_idle_timeout = text("1s");
+        }),
+    );
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "closed too late: {:?}", started.elapsed());
 }
