@@ -312,6 +312,20 @@ pub struct RouteEntry {
     pub roles: Vec<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles_match: Option<Spanned<Word<RolesMatch>>>,
+    /// Origins whose pages may call this route (`"https://app.example.com"`,
+    /// or `"*"`); the other `cors_*` keys need it (see [`crate::cors`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_credentials: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_max_age: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `upstream.health_check`: the kind of check, before `health_check_path`

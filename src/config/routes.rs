@@ -4,11 +4,13 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use toml::Spanned;
 
 use super::file;
-use super::values::Invalid;
+use super::values::{duration_within, Invalid};
+use crate::cors::{self, Cors, Origin, Origins};
 use crate::limits::{Budget, Rate, RateError};
 use crate::policy::{PathPattern, Policy, Route, RouteTable, Rule, UnknownPolicy};
 use crate::roles::{Role, RoleRequirement, RolesMatch};
@@ -64,6 +66,7 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
             message: "`websocket = true` needs a route that allows GET and is not `deny`".into(),
         });
     }
+    let cors = cors(&entry, policy, &methods)?;
     let budget = budget(entry.rate, entry.burst, policy, &pattern, &methods)?;
     Ok(Route {
         pattern,
@@ -76,8 +79,131 @@ fn route(index: usize, entry: Spanned<file::RouteEntry>, assertion: bool) -> Res
             websocket: entry.websocket,
         },
         budget,
+        cors,
         index,
     })
+}
+
+/// The `cors_*` keys, refused at the offending value. `cors_methods` defaults
+/// to the route's methods, or to [`cors::DEFAULT_METHODS`] (what browsers send
+/// cross-origin without asking) on a route that lists none.
+fn cors(
+    entry: &file::RouteEntry,
+    policy: Policy,
+    route_methods: &[http::Method],
+) -> Result<Option<Arc<Cors>>, Invalid> {
+    let Some(first) = entry.cors_origins.first() else {
+        let others = [
+            entry.cors_methods.as_ref().map(Spanned::span),
+            entry.cors_headers.as_ref().map(Spanned::span),
+            entry.cors_credentials.as_ref().map(Spanned::span),
+            entry.cors_max_age.as_ref().map(Spanned::span),
+            entry.cors_expose_headers.as_ref().map(Spanned::span),
+        ];
+        return match others.into_iter().flatten().next() {
+            Some(span) => Err(Invalid {
+                span,
+                message: "the `cors_*` keys need a `cors_origins` list on the same route".into(),
+            }),
+            None => Ok(None),
+        };
+    };
+    if policy == Policy::Deny {
+        return Err(Invalid::at(
+            first,
+            "a `deny` route answers nothing a page could read, so it can't have `cors_origins`",
+        ));
+    }
+    let credentials = entry.cors_credentials.as_ref().is_some_and(|c| *c.get_ref());
+    let origins = if let Some(star) = entry.cors_origins.iter().find(|o| o.get_ref() == "*") {
+        if entry.cors_origins.len() > 1 {
+            return Err(Invalid::at(star, "`\"*\"` allows every origin: list it alone or list origins"));
+        }
+        if credentials {
+            return Err(Invalid::at(
+                star,
+                "`\"*\"` can't be used with `cors_credentials = true`: list the origins that may send credentials",
+            ));
+        }
+        Origins::Any
+    } else {
+        Origins::Listed(
+            entry
+                .cors_origins
+                .iter()
+                .map(|o| o.get_ref().parse::<Origin>().map_err(|e| Invalid::at(o, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    let methods = match &entry.cors_methods {
+        Some(listed) => {
+            if listed.get_ref().is_empty() {
+                return Err(Invalid::at(listed, "`cors_methods` must list at least one method"));
+            }
+            let mut methods = Vec::new();
+            for name in listed.get_ref() {
+                let m = method(name)?;
+                let served = route_methods.is_empty()
+                    || route_methods.contains(&m)
+                    || (m == http::Method::HEAD && route_methods.contains(&http::Method::GET));
+                if !served {
+                    return Err(Invalid::at(
+                        name,
+                        format!("`cors_methods` lists {m}, which this route's `methods` don't include"),
+                    ));
+                }
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+            methods
+        }
+        None if route_methods.is_empty() => cors::DEFAULT_METHODS.to_vec(),
+        None => route_methods.to_vec(),
+    };
+    let headers = header_names(entry.cors_headers.as_ref(), &cors::DEFAULT_HEADERS, "cors_headers")?;
+    let expose = header_names(
+        entry.cors_expose_headers.as_ref(),
+        &cors::DEFAULT_EXPOSE_HEADERS,
+        "cors_expose_headers",
+    )?;
+    let max_age = duration_within(
+        entry.cors_max_age.clone(),
+        cors::DEFAULT_MAX_AGE,
+        Duration::ZERO..=cors::MAX_MAX_AGE,
+        "cors_max_age",
+    )?;
+    Ok(Some(Arc::new(Cors::new(origins, methods, headers, credentials, max_age, expose))))
+}
+
+/// A list of header names (`cors_headers`, `cors_expose_headers`), or the default.
+fn header_names(
+    listed: Option<&Spanned<Vec<Spanned<String>>>>,
+    default: &[&'static str],
+    key: &str,
+) -> Result<Vec<http::HeaderName>, Invalid> {
+    let Some(listed) = listed else {
+        return Ok(default.iter().map(|h| http::HeaderName::from_static(h)).collect());
+    };
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for name in listed.get_ref() {
+        let parsed = http::HeaderName::from_bytes(name.get_ref().as_bytes())
+            .ok()
+            .filter(|_| name.get_ref() != "*")
+            .ok_or_else(|| {
+                Invalid::at(
+                    name,
+                    format!(
+                        "`{key}`: `{}` is not a header name (list each name; `*` is not taken)",
+                        name.get_ref()
+                    ),
+                )
+            })?;
+        if !names.contains(&parsed) {
+            names.push(parsed);
+        }
+    }
+    Ok(names)
 }
 
 /// `rate` and `burst`, refused at the offending value.

@@ -37,6 +37,12 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         burst: None,
         roles: Vec::new(),
         roles_match: None,
+        cors_origins: Vec::new(),
+        cors_methods: None,
+        cors_headers: None,
+        cors_credentials: None,
+        cors_max_age: None,
+        cors_expose_headers: None,
     })
 }
 
