@@ -37,7 +37,7 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         burst: None,
         roles: Vec::new(),
         roles_match: None,
-        cors_origins: Vec::new(),
+        cors_origins: None,
         cors_methods: None,
         cors_headers: None,
         cors_credentials: None,
@@ -103,6 +103,7 @@ pub fn standard(
         endpoints: EndpointsSection { max_body_bytes: Some(spanned(2048)), ..EndpointsSection::default() },
         limits: Default::default(),
         policy: Default::default(),
+        cors: Default::default(),
         routes: routes(),
     }
 }
