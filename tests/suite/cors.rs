@@ -14,7 +14,7 @@ use gatehouse::config::file::FileConfig;
 use reqwest::blocking::Response;
 use reqwest::Method;
 
-use crate::common::config::{spanned, text};
+use crate::common::config::{route, spanned, text};
 use crate::common::{binary, Gateway, Options, Upstream};
 
 const APP: &str = "https://app.example.com";
@@ -38,6 +38,10 @@ fn cors_routes(c: &mut FileConfig) {
             _ => {}
         }
     }
+    // PUT under the public area is for admins, and for the app only.
+    let mut put = route("/debug/echo/public/**", &["PUT"], "admin");
+    put.get_mut().cors_origins = Some(spanned(vec![spanned(APP.to_owned())]));
+    c.routes.push(put);
 }
 
 fn start() -> (Upstream, Gateway) {
@@ -169,6 +173,11 @@ fn a_preflight_is_judged_by_the_route_its_canonical_path_and_method_match() {
         "the default methods"
     );
     assert_eq!(header(&public, "access-control-max-age"), Some("600"), "the default max age");
+    // Judged by the route of the method asked about, not OPTIONS's.
+    assert_eq!(preflight(&gw, "/debug/echo/public/x", EVIL, "PUT", None).status(), 403);
+    let put = preflight(&gw, "/debug/echo/public/x", APP, "PUT", None);
+    assert_eq!(put.status(), 204);
+    assert_eq!(header(&put, "access-control-allow-methods"), Some("PUT"));
     assert_eq!(arrived(&upstream, "OPTIONS"), Vec::<String>::new());
 
     // On a route without CORS a preflight is an ordinary OPTIONS request:
@@ -246,6 +255,41 @@ fn the_upstream_cannot_widen_a_routes_cors() {
     // A route without CORS leaves CORS to the upstream, as before.
     let plain = send(&gw, Method::GET, "/debug/echo/optional/x", &with(EVIL));
     assert_eq!(header(&plain, "access-control-allow-origin"), Some("*"));
+}
+
+#[test]
+fn preflights_and_cors_headers_over_http2_too() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options::default().config(|c| {
+            cors_routes(c);
+            c.server.h2c = Some(true);
+        }),
+    );
+    let h2 = reqwest::blocking::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let url = gw.url("/debug/echo/admin/x");
+    let asked = h2
+        .request(Method::OPTIONS, &url)
+        .header("origin", APP)
+        .header("access-control-request-method", "PUT")
+        .send()
+        .unwrap();
+    assert_eq!(asked.version(), reqwest::Version::HTTP_2);
+    assert_eq!(asked.status(), 204);
+    assert_eq!(header(&asked, "access-control-allow-origin"), Some(APP));
+    let refused = h2
+        .request(Method::OPTIONS, &url)
+        .header("origin", EVIL)
+        .header("access-control-request-method", "PUT")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(cors_headers(&refused), Vec::<String>::new());
+    let real = h2.get(&url).header("origin", APP).send().unwrap();
+    assert_eq!(real.status(), 401);
+    assert_eq!(header(&real, "access-control-allow-origin"), Some(APP));
+    assert_eq!(arrived(&upstream, "OPTIONS"), Vec::<String>::new());
 }
 
 #[test]
