@@ -42,6 +42,9 @@ pub enum ApiError {
     AccountBlocked,
     #[error("the gateway's policy does not allow this route")]
     AccessDenied,
+    /// A CORS preflight the route's `cors_*` settings don't allow.
+    #[error("the cross-origin request is not allowed: {0}")]
+    CorsRefused(crate::cors::CorsRefusal),
     #[error("you may only read or change your own account")]
     NotYourAccount,
     #[error("the email or password is wrong")]
@@ -134,8 +137,8 @@ impl ApiError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            AdminRequired | RoleRequired | AccountBlocked | AccessDenied | NotYourAccount
-            | RegistrationDisabled => StatusCode::FORBIDDEN,
+            AdminRequired | RoleRequired | AccountBlocked | AccessDenied | CorsRefused(_)
+            | NotYourAccount | RegistrationDisabled => StatusCode::FORBIDDEN,
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -192,6 +195,7 @@ impl ApiError {
             AccountNotFound => ErrorCode::AccountNotFound,
             AccountBlocked => ErrorCode::AccountBlocked,
             AccessDenied => ErrorCode::AccessDenied,
+            CorsRefused(_) => ErrorCode::CorsRefused,
             NotYourAccount => ErrorCode::NotYourAccount,
             InvalidCredentials => ErrorCode::InvalidCredentials,
             EmailTaken => ErrorCode::EmailTaken,
@@ -306,6 +310,7 @@ pub enum ErrorCode {
     AccountNotFound,
     AccountBlocked,
     AccessDenied,
+    CorsRefused,
     NotYourAccount,
     InvalidCredentials,
     EmailTaken,
@@ -351,6 +356,7 @@ impl ErrorCode {
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AccountBlocked => "account_blocked",
             ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::CorsRefused => "cors_refused",
             ErrorCode::NotYourAccount => "not_your_account",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::EmailTaken => "email_taken",

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ErrorCode};
 
 #[cfg(feature = "server")]
-pub(crate) use io::{declared_length, read_body, write_grpc_error, write_reply};
+pub(crate) use io::{declared_length, read_body, write_grpc_error, write_no_content, write_reply};
 
 /// The header that carries a request's id to the upstream and back to the client.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -196,6 +196,21 @@ mod io {
         }
         header.insert_header(CACHE_CONTROL, "no-store")?;
         header.insert_header(REQUEST_ID, request_id)?;
+        session.write_response_header(Box::new(header), true).await
+    }
+
+    /// Writes a bodiless 204 with `headers` (a CORS preflight's answer),
+    /// keeping the connection reusable.
+    pub(crate) async fn write_no_content(
+        session: &mut Session,
+        headers: &[(http::HeaderName, String)],
+        request_id: &str,
+    ) -> Result<()> {
+        let mut header = ResponseHeader::build(http::StatusCode::NO_CONTENT, Some(1 + headers.len()))?;
+        header.insert_header(REQUEST_ID, request_id)?;
+        for (name, value) in headers {
+            header.append_header(name.clone(), value.as_str())?;
+        }
         session.write_response_header(Box::new(header), true).await
     }
 

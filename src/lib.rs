@@ -12,7 +12,8 @@
 //! - [`header_deadline`]: reads each HTTP/1 request head within a deadline.
 //! - [`request`]: the one canonical request (method, target, header plan,
 //!   client address) that is judged and forwarded; [`path`] normalises paths.
-//! - [`policy`]: route matching and precedence.
+//! - [`policy`]: route matching and precedence; [`cors`]: which origins may
+//!   read a route's answers, and the preflights the gateway answers itself.
 //! - [`tokens`]: JWTs, signing keys and `keygen`; [`clock`]: Unix time.
 //! - [`auth`]: the per-request decision (token, revocation, account);
 //!   [`roles`]: role names and what routes demand of them.
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod endpoints;
 pub mod error;
 #[cfg(feature = "server")]

@@ -236,6 +236,10 @@ pub struct Route {
     /// `rate` and `burst`: the request budget per caller, if any. Kept off
     /// [`Rule`], which the default policy also produces and which has none.
     pub budget: Option<crate::limits::Budget>,
+    /// `cors_*`: which other origins' pages may call this route, answered by
+    /// the gateway (see [`crate::cors`]). Off [`Rule`] like `budget`: it
+    /// changes what a browser may read, never what the policy decides.
+    pub cors: Option<Arc<crate::cors::Cors>>,
     /// Position in the config file, for tie-breaks and for logs.
     pub index: usize,
 }
@@ -406,6 +410,7 @@ mod tests {
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
             rule: Rule { policy, require_fresh: false, roles: None, assertion: false, websocket: false },
             budget: None,
+            cors: None,
             index,
         }
     }

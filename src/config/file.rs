@@ -42,6 +42,9 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub policy: PolicySection,
+    /// Defaults for every route's `cors_*` keys.
+    #[serde(default)]
+    pub cors: CorsSection,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Spanned<RouteEntry>>,
 }
@@ -312,6 +315,39 @@ pub struct RouteEntry {
     pub roles: Vec<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles_match: Option<Spanned<Word<RolesMatch>>>,
+    /// Origins whose pages may call this route (`"https://app.example.com"`,
+    /// or `"*"`), else `[cors] origins`; `[]` turns CORS off on this route
+    /// (see [`crate::cors`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_credentials: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_max_age: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[cors]`: what every route's `cors_*` keys default to. With `origins`
+/// set, every route but `deny` ones (and those with `cors_origins = []`)
+/// answers CORS. Methods stay per route: they depend on the route's own.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `upstream.health_check`: the kind of check, before `health_check_path`

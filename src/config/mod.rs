@@ -116,6 +116,7 @@ impl Config {
             endpoints,
             limits,
             policy,
+            cors,
             routes,
         } = model;
         let server = ServerConfig::from_file(server, base)?;
@@ -127,7 +128,7 @@ impl Config {
         let limits = LimitsConfig::from_file(limits)?;
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
-        let routes = routes::route_table(policy, routes, &upstream)?;
+        let routes = routes::route_table(policy, &cors, routes, &upstream)?;
         Ok(Config {
             source: path.to_owned(),
             server,

@@ -20,6 +20,8 @@ pub enum Outcome {
     Refused,
     /// Answered by a built-in endpoint.
     Builtin,
+    /// A CORS preflight the gateway allowed itself (a refused one is `Refused`).
+    Preflight,
     UpstreamError,
     /// The client went away or sent garbage mid-proxying.
     ClientError,
@@ -31,6 +33,7 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::Refused => "refused",
             Outcome::Builtin => "builtin",
+            Outcome::Preflight => "preflight",
             Outcome::UpstreamError => "upstream_error",
             Outcome::ClientError => "client_error",
         }
@@ -81,6 +84,10 @@ pub struct RequestCtx {
     pub(super) upstream_started: Option<Instant>,
     /// A gRPC call: refusals are gRPC errors, not JSON.
     pub(super) grpc: bool,
+    /// The matched route answers CORS itself: the headers every answer to
+    /// this request carries (see [`crate::cors::Cors::actual`]), the
+    /// upstream's own `Access-Control-*` removed first. `None` elsewhere.
+    pub(super) cors: Option<Vec<(http::HeaderName, String)>>,
 }
 
 impl RequestCtx {
@@ -101,6 +108,7 @@ impl RequestCtx {
             assertion: false,
             upstream_started: None,
             grpc: false,
+            cors: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 mod canonical;
 mod ctx;
 mod forward;
+mod preflight;
 mod tunnel;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::Authenticator;
 use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
+use crate::cors;
 use crate::endpoints::{BuiltIns, Endpoint};
 use crate::error::{ApiError, ErrorCode};
 use crate::http_io::{is_grpc, read_body, write_grpc_error, write_reply, Reply, REQUEST_ID};
@@ -162,10 +164,18 @@ impl Gateway {
         if ctx.grpc {
             write_grpc_error(session, error, &ctx.request_id).await?;
         } else {
-            write_reply(session, &Reply::error(error), &ctx.request_id).await?;
+            write_reply(session, &with_cors(Reply::error(error), ctx), &ctx.request_id).await?;
         }
         Ok(true)
     }
+}
+
+/// A gateway answer with the route's CORS headers, when it has any.
+fn with_cors(mut reply: Reply, ctx: &RequestCtx) -> Reply {
+    if let Some(headers) = &ctx.cors {
+        reply.headers.extend(headers.iter().cloned());
+    }
+    reply
 }
 
 #[async_trait]
@@ -205,9 +215,17 @@ impl ProxyHttp for Gateway {
         }
 
         let method = session.req_header().method.clone();
+        if cors::is_preflight(&method, &session.req_header().headers) {
+            if let Some(answered) = self.preflight(session, ctx, &live, &target.path).await? {
+                return Ok(answered);
+            }
+        }
         let matched = live.routes.lookup(&method, &target.path);
         ctx.route = matched.route_label();
         ctx.policy = PolicyLabel::Route(matched.rule.policy);
+        // Before the decision: a refusal is an answer the page must be able to read too.
+        ctx.cors =
+            matched.route.and_then(|r| r.cors.as_ref()).map(|c| c.actual(&session.req_header().headers));
         let decided = Instant::now();
         let decision = self.auth.decide(&session.req_header().headers, matched.rule).await;
         self.metrics
@@ -315,7 +333,7 @@ impl ProxyHttp for Gateway {
             let _ = if ctx.grpc {
                 write_grpc_error(session, &error, &ctx.request_id).await
             } else {
-                write_reply(session, &Reply::error(&error), &ctx.request_id).await
+                write_reply(session, &with_cors(Reply::error(&error), ctx), &ctx.request_id).await
             };
         }
         FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
@@ -385,6 +403,21 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(headers) = &ctx.cors {
+            // The route's CORS is the gateway's: the upstream can't widen it.
+            let upstream_set: Vec<http::HeaderName> = upstream_response
+                .headers
+                .keys()
+                .filter(|n| cors::is_cors_response_header(n))
+                .cloned()
+                .collect();
+            for name in upstream_set {
+                upstream_response.remove_header(&name);
+            }
+            for (name, value) in headers {
+                upstream_response.append_header(name.clone(), value.as_str())?;
+            }
+        }
         Ok(())
     }
 

@@ -37,6 +37,12 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         burst: None,
         roles: Vec::new(),
         roles_match: None,
+        cors_origins: None,
+        cors_methods: None,
+        cors_headers: None,
+        cors_credentials: None,
+        cors_max_age: None,
+        cors_expose_headers: None,
     })
 }
 
@@ -97,6 +103,7 @@ pub fn standard(
         endpoints: EndpointsSection { max_body_bytes: Some(spanned(2048)), ..EndpointsSection::default() },
         limits: Default::default(),
         policy: Default::default(),
+        cors: Default::default(),
         routes: routes(),
     }
 }

@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Version};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -49,7 +49,7 @@ pub(crate) async fn echo(
             .collect();
         seen.insert(name.as_str().to_owned(), Value::Array(values));
     }
-    Json(json!({
+    let mut response = Json(json!({
         "method": method.as_str(),
         "path": path,
         // How the request reached the mock: "HTTP/1.1" or "HTTP/2.0".
@@ -58,8 +58,22 @@ pub(crate) async fn echo(
         // The roles header read as a list, `null` when none arrived.
         "roles": state.identity.roles(&headers),
     }))
-    .into_response()
+    .into_response();
+    // `X-Echo-Response-Header: Name: value` asks for that header on the answer,
+    // so tests can see what the gateway does with an upstream's headers.
+    for asked in headers.get_all(ECHO_RESPONSE_HEADER) {
+        let Some((name, value)) = asked.to_str().ok().and_then(|a| a.split_once(':')) else { continue };
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
+
+/// The request header whose values `/debug/echo` copies onto its answer.
+pub const ECHO_RESPONSE_HEADER: &str = "x-echo-response-header";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct SlowQuery {

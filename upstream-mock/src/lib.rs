@@ -33,7 +33,7 @@
 //! | `GET /items` | full items when identified, names only when anonymous |
 //! | `GET/POST/DELETE /product/{name}`, `GET /products` | same shape as items |
 //! | `GET/POST/DELETE /category/{name}`, `GET /categories` | `{name, items}` |
-//! | any method `/debug/echo[/{*rest}]` | `{method, path, http_version, headers, roles}` as received (`roles`: the `<prefix>Roles` header as a list, `null` without it); a WebSocket handshake is upgraded to the echo socket below |
+//! | any method `/debug/echo[/{*rest}]` | `{method, path, http_version, headers, roles}` as received (`roles`: the `<prefix>Roles` header as a list, `null` without it); a WebSocket handshake is upgraded to the echo socket below; each `X-Echo-Response-Header: Name: value` sent becomes a `Name: value` header on the answer |
 //! | `GET /ws/echo[/{*rest}]`, `GET /debug/ws[/{*rest}]` (WebSocket) | hello `{type: "hello", method, path, headers}`, then echoes every message |
 //! | `GET /debug/slow?ms=N` | sleeps up to 60 s, then `{slept_ms}` |
 //! | `GET /healthz` | `{status: "ok"}` |
