@@ -14,7 +14,8 @@
 //!   client address) that is judged and forwarded; [`path`] normalises paths.
 //! - [`policy`]: route matching and precedence.
 //! - [`tokens`]: JWTs, signing keys and `keygen`; [`clock`]: Unix time.
-//! - [`auth`]: the per-request decision (token, revocation, account);
+//! - [`auth`]: the per-request decision (token, revocation, account, CSRF);
+//!   [`cookies`]: tokens in cookies for browsers, taken out before the upstream;
 //!   [`roles`]: role names and what routes demand of them.
 //! - [`accounts`]: registration, login, account changes; [`passwords`]
 //!   (argon2id); [`identity_text`] (email and username comparison keys).
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cookies;
 pub mod endpoints;
 pub mod error;
 #[cfg(feature = "server")]

@@ -10,6 +10,7 @@
 //! model; each model's `Default` is the one place its defaults are written.
 
 mod admin;
+mod cookies;
 mod endpoints;
 pub mod file;
 mod limits;
@@ -26,6 +27,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use admin::AdminConfig;
+pub use cookies::{is_cookie_name, CookieConfig, SameSite, SetOnLogin};
 pub use endpoints::EndpointConfig;
 pub use file::FileConfig;
 pub use limits::LimitsConfig;
@@ -75,6 +77,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub passwords: PasswordConfig,
     pub endpoints: EndpointConfig,
+    /// `[cookies]`: tokens in cookies for browsers (off by default).
+    pub cookies: CookieConfig,
     pub limits: LimitsConfig,
     pub routes: RouteTable,
 }
@@ -114,6 +118,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            cookies,
             limits,
             policy,
             routes,
@@ -127,6 +132,7 @@ impl Config {
         let limits = LimitsConfig::from_file(limits)?;
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
+        let cookies = CookieConfig::from_file(cookies, &endpoints.refresh)?;
         let routes = routes::route_table(policy, routes, upstream.assertion)?;
         Ok(Config {
             source: path.to_owned(),
@@ -138,6 +144,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            cookies,
             limits,
             routes,
         })
