@@ -367,3 +367,37 @@ fn with_cookies_off_cookie_tokens_are_ignored() {
     })));
     assert_eq!(asked.error(), (400, "invalid_request"));
 }
+
+#[test]
+fn over_http2_split_cookie_fields_are_joined_then_stripped() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options::default().config(|c| {
+            c.cookies.enabled = Some(true);
+            c.server.h2c = Some(true);
+        }),
+    );
+    let (_, jar) = login_with_cookies(&gw, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let h2 = reqwest::blocking::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    // HTTP/2 clients send each cookie as a field of its own (RFC 9113 section 8.2.3).
+    let answer = send(
+        h2.post(gw.url("/debug/echo/any/h2"))
+            .header("cookie", "a=1")
+            .header("cookie", format!("access_token_cookie={}", jar.access))
+            .header("cookie", format!("csrf_access_token={}", jar.csrf_access))
+            .header("cookie", "b=\"two\"")
+            .header("x-csrf-token", &jar.csrf_access),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["http_version"], "HTTP/1.1");
+    assert_eq!(answer.body["headers"]["cookie"], json!(["a=1; b=\"two\""]));
+    assert!(answer.body["headers"].get("x-csrf-token").is_none());
+    let forged = send(
+        h2.post(gw.url("/debug/echo/any/h2-forged"))
+            .header("cookie", "a=1")
+            .header("cookie", format!("access_token_cookie={}", jar.access)),
+    );
+    assert_eq!(forged.error(), (403, "csrf_failed"));
+    assert!(!upstream.saw("h2-forged"));
+}
