@@ -77,7 +77,8 @@ fn fixture() -> Fixture {
     let secret = config.tokens.secret.load().unwrap();
     let tokens = Arc::new(TokenService::with_keys(&config.tokens, Some(&secret)).unwrap());
     let access_token = tokens.issue(&user, TokenKind::Access, true, &new_family_id()).unwrap().token;
-    let auth = Authenticator::new(Arc::clone(&tokens), Arc::clone(&store) as Arc<dyn Store>);
+    let auth =
+        Authenticator::new(Arc::clone(&tokens), Arc::clone(&store) as Arc<dyn Store>, config.cookies.clone());
     Fixture { runtime, tokens, auth, store, access_token, _dir: dir }
 }
 
@@ -140,7 +141,13 @@ fn benches(c: &mut Criterion) {
                 upstream.remove_header(name);
             }
             let matched = live.routes.lookup(&request.method, &target.path);
-            let identity = f.auth.decide(&upstream.headers, matched.rule).await.unwrap();
+            let taken = gatehouse::cookies::take_credentials(f.auth.cookies(), &upstream.headers);
+            let presented = gatehouse::auth::Presented {
+                headers: &upstream.headers,
+                method: &request.method,
+                credentials: &taken.credentials,
+            };
+            let identity = f.auth.decide(presented, matched.rule).await.unwrap();
             rewrite_upstream_headers(&live, &mut upstream, identity.as_ref(), "req-1").unwrap();
             upstream
         })

@@ -1,14 +1,26 @@
 //! The per-request authentication decision: from the `Authorization` header
-//! and the matched route's rule to either an identity (or anonymity) to
-//! forward, or an [`ApiError`] to answer with.
+//! (or, with `[cookies]` on, the access cookie) and the matched route's rule
+//! to either an identity (or anonymity) to forward, or an [`ApiError`] to
+//! answer with.
+//!
+//! A token from a cookie is sent by the browser on its own, also on requests
+//! another site makes it send, so it comes with one more rule: a request with
+//! a state-changing method ([`CookieConfig::csrf_methods`]) must carry the
+//! token's `csrf` claim in the CSRF header (see [`crate::cookies`]). A bearer
+//! header can't be added by another site, so it needs no such check. A request
+//! carrying two different tokens is refused: the gateway would judge one while
+//! the upstream might read the other.
 
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use quick_cache::sync::Cache;
+use subtle::ConstantTimeEq;
 
 use crate::clock::now_unix;
+use crate::config::CookieConfig;
+use crate::cookies::{Credentials, Sent};
 use crate::error::ApiError;
 use crate::policy::{Policy, Rule};
 use crate::roles::{self, Role, RoleRequirement};
@@ -28,6 +40,23 @@ pub struct Identity {
     pub token_id: String,
     /// When the token expires (Unix seconds): a WebSocket tunnel it opened closes then.
     pub expires_at: u64,
+}
+
+/// What a request presents to be authenticated: its headers (for
+/// `Authorization`), its method (for the CSRF rule) and the credentials
+/// taken from its cookies when it was made canonical.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub headers: &'a HeaderMap,
+    pub method: &'a Method,
+    pub credentials: &'a Credentials,
+}
+
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Cookie,
 }
 
 /// A verified token together with the current account behind it.
@@ -84,13 +113,19 @@ pub struct Authenticator {
     /// token string. Time claims are re-checked on every hit; revocation and
     /// the account are always checked against the store.
     verified: Option<Cache<String, Arc<Claims>>>,
+    /// `[cookies]`: whether tokens are read from cookies, and the CSRF rule.
+    cookies: CookieConfig,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<TokenService>, store: Arc<dyn Store>) -> Self {
+    pub fn new(tokens: Arc<TokenService>, store: Arc<dyn Store>, cookies: CookieConfig) -> Self {
         let capacity = tokens.verified_cache_size();
         let verified = (capacity > 0).then(|| Cache::new(capacity));
-        Authenticator { tokens, store, verified }
+        Authenticator { tokens, store, verified, cookies }
+    }
+
+    pub fn cookies(&self) -> &CookieConfig {
+        &self.cookies
     }
 
     /// Signature and claim checks, skipped for a token verified before.
@@ -156,23 +191,63 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates the request's bearer access token, which must be present.
-    pub async fn require_access(&self, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
-        let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
-        self.authenticate(token, TokenKind::Access).await
+    /// Authenticates the token of `kind` the request presents, from the
+    /// `Authorization` header or its cookie, CSRF-checked when from a cookie.
+    /// `Ok(None)` when it presents none.
+    pub async fn authenticate_request(
+        &self,
+        request: Presented<'_>,
+        kind: TokenKind,
+    ) -> Result<Option<(Authenticated, Source)>, ApiError> {
+        let cookie = match kind {
+            TokenKind::Access => &request.credentials.access,
+            TokenKind::Refresh => &request.credentials.refresh,
+        };
+        let Some((token, source)) = presented_token(bearer_token(request.headers)?, cookie)? else {
+            return Ok(None);
+        };
+        let auth = self.authenticate(token, kind).await?;
+        if source == Source::Cookie {
+            self.check_csrf(request, &auth.claims)?;
+        }
+        Ok(Some((auth, source)))
+    }
+
+    /// The double-submit check of a cookie-authenticated request: with a
+    /// method in `csrf_methods`, the CSRF header must equal the token's
+    /// `csrf` claim (compared in constant time). A token without the claim
+    /// was not issued as a cookie and never passes.
+    fn check_csrf(&self, request: Presented<'_>, claims: &Claims) -> Result<(), ApiError> {
+        if !self.cookies.csrf_methods.contains(request.method) {
+            return Ok(());
+        }
+        match (&request.credentials.csrf, &claims.csrf) {
+            (Some(sent), Some(bound)) if bool::from(sent.as_bytes().ct_eq(bound.as_bytes())) => Ok(()),
+            _ => Err(ApiError::CsrfFailed),
+        }
+    }
+
+    /// Authenticates the request's access token (bearer header or access
+    /// cookie), which must be present.
+    pub async fn require_access(&self, request: Presented<'_>) -> Result<Authenticated, ApiError> {
+        let (auth, _) =
+            self.authenticate_request(request, TokenKind::Access).await?.ok_or(ApiError::MissingToken)?;
+        Ok(auth)
     }
 
     /// Applies a route's rule. `Ok(None)` forwards the request anonymously.
-    pub async fn decide(&self, headers: &HeaderMap, rule: &Rule) -> Result<Option<Identity>, ApiError> {
+    /// On `optional` routes an invalid token, from a header or a cookie, is
+    /// refused, never taken for no token.
+    pub async fn decide(&self, request: Presented<'_>, rule: &Rule) -> Result<Option<Identity>, ApiError> {
         match rule.policy {
             Policy::Deny => Err(ApiError::AccessDenied),
             Policy::Public => Ok(None),
-            Policy::Optional => match bearer_token(headers)? {
-                None => Ok(None),
-                Some(token) => Ok(Some(self.authenticate(token, TokenKind::Access).await?.identity())),
-            },
+            Policy::Optional => Ok(self
+                .authenticate_request(request, TokenKind::Access)
+                .await?
+                .map(|(auth, _)| auth.identity())),
             Policy::Any | Policy::Fresh | Policy::Admin => {
-                let auth = self.require_access(headers).await?;
+                let auth = self.require_access(request).await?;
                 auth.require(
                     rule.policy == Policy::Admin,
                     rule.roles.as_deref(),
@@ -181,6 +256,22 @@ impl Authenticator {
                 Ok(Some(auth.identity()))
             }
         }
+    }
+}
+
+/// The one token a request presents: the bearer header's, or the cookie's
+/// when there is no header. Both, with different tokens, or the cookie twice
+/// with different values, is refused; the same token in both is the header's.
+pub fn presented_token<'a>(
+    header: Option<&'a str>,
+    cookie: &'a Sent,
+) -> Result<Option<(&'a str, Source)>, ApiError> {
+    match (header, cookie) {
+        (_, Sent::Conflicting) => Err(ApiError::ConflictingCredentials),
+        (Some(header), Sent::One(cookie)) if header != cookie => Err(ApiError::ConflictingCredentials),
+        (Some(header), _) => Ok(Some((header, Source::Header))),
+        (None, Sent::One(cookie)) => Ok(Some((cookie.as_str(), Source::Cookie))),
+        (None, Sent::Absent) => Ok(None),
     }
 }
 
@@ -226,5 +317,17 @@ mod tests {
             assert_eq!(bearer_token(&headers(&[bad])), Err(ApiError::MalformedAuthorization), "{bad:?}");
         }
         assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(ApiError::DuplicateAuthorization));
+    }
+
+    #[test]
+    fn one_token_is_presented_or_the_request_is_refused() {
+        let one = |v: &str| Sent::One(v.to_owned());
+        assert_eq!(presented_token(None, &Sent::Absent), Ok(None));
+        assert_eq!(presented_token(Some("h"), &Sent::Absent), Ok(Some(("h", Source::Header))));
+        assert_eq!(presented_token(None, &one("c")), Ok(Some(("c", Source::Cookie))));
+        assert_eq!(presented_token(Some("t"), &one("t")), Ok(Some(("t", Source::Header))), "the same token");
+        assert_eq!(presented_token(Some("h"), &one("c")), Err(ApiError::ConflictingCredentials));
+        assert_eq!(presented_token(None, &Sent::Conflicting), Err(ApiError::ConflictingCredentials));
+        assert_eq!(presented_token(Some("h"), &Sent::Conflicting), Err(ApiError::ConflictingCredentials));
     }
 }

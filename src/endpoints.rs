@@ -1,22 +1,29 @@
 //! The endpoints Gatehouse answers itself: register, login, refresh, logout
 //! and the user resource. They are plain functions from a request to a
 //! [`Reply`], so the proxy only has to read the body and write the answer.
+//!
+//! With `[cookies]` on, a login or refresh can answer with the tokens in
+//! HttpOnly cookies (and their CSRF values in readable ones) instead of in
+//! the body: the body then carries no token, because HttpOnly is there so the
+//! page's scripts (and whatever is injected into them) can't read the tokens,
+//! and a body hands them to the very script that asked. Logout clears them.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, StatusCode};
+use http::header::SET_COOKIE;
+use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Accounts, Registration, UserView};
-use crate::auth::{bearer_token, Authenticator};
-use crate::config::EndpointConfig;
+use crate::auth::{Authenticator, Presented, Source};
+use crate::config::{EndpointConfig, SetOnLogin};
+use crate::cookies::{new_csrf_value, set_cookie, Sent, Which};
 use crate::error::ApiError;
 use crate::http_io::{parse_json, Message, Reply};
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
-use crate::store::UserChange;
-use crate::store::UserId;
+use crate::store::{User, UserChange, UserId};
 use crate::tokens::{new_family_id, TokenError, TokenKind};
 
 /// Which built-in endpoint a path names.
@@ -57,10 +64,31 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
+/// The body of a login or refresh that set cookies: no token (see the
+/// module docs), only when the access token expires and the CSRF values the
+/// page's scripts send back (the same as in the CSRF cookies, for a page
+/// that can't read the gateway's cookies).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CookieSession {
+    pub token_type: String,
+    pub expires_in: u64,
+    pub csrf_access_token: String,
+    pub csrf_refresh_token: String,
+}
+
 #[derive(Deserialize)]
 struct LoginRequest {
     email: String,
     password: String,
+    /// Answer with cookies (`[cookies] set_on_login` when absent).
+    #[serde(default)]
+    set_cookies: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefreshRequest {
+    #[serde(default)]
+    set_cookies: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -137,11 +165,11 @@ impl BuiltIns {
     pub async fn handle(
         &self,
         endpoint: Endpoint,
-        method: &Method,
-        headers: &HeaderMap,
+        request: Presented<'_>,
         body: &[u8],
         client: Option<IpAddr>,
     ) -> Reply {
+        let method = request.method;
         let allowed = match endpoint {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
             Endpoint::UserTokens(_) => *method == Method::DELETE,
@@ -175,27 +203,27 @@ impl BuiltIns {
                 error_code: None,
             },
             Endpoint::UserTokens(id) => {
-                Reply::from_result(StatusCode::OK, self.revoke_user_tokens(headers, id).await)
+                Reply::from_result(StatusCode::OK, self.revoke_user_tokens(request, id).await)
             }
             Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
             Endpoint::Login => {
                 let result = self.login(body, client).await;
                 self.metrics.logins.with_label_values(&[result_label(&result)]).inc();
-                Reply::from_result(StatusCode::OK, result)
+                result.unwrap_or_else(|e| Reply::error(&e))
             }
             Endpoint::Refresh => {
-                let result = self.refresh(headers).await;
+                let result = self.refresh(request, body).await;
                 self.metrics.refreshes.with_label_values(&[result_label(&result)]).inc();
                 if matches!(result, Err(ApiError::RefreshTokenReused)) {
                     self.metrics.revocations.with_label_values(&["session"]).inc();
                 }
-                Reply::from_result(StatusCode::OK, result)
+                result.unwrap_or_else(|e| Reply::error(&e))
             }
-            Endpoint::Logout => Reply::from_result(StatusCode::OK, self.logout(headers, body).await),
+            Endpoint::Logout => self.logout(request, body).await.unwrap_or_else(|e| Reply::error(&e)),
             Endpoint::User(id) if *method == Method::GET => {
-                Reply::from_result(StatusCode::OK, self.show_user(headers, id).await)
+                Reply::from_result(StatusCode::OK, self.show_user(request, id).await)
             }
-            Endpoint::User(id) => Reply::from_result(StatusCode::OK, self.delete_user(headers, id).await),
+            Endpoint::User(id) => Reply::from_result(StatusCode::OK, self.delete_user(request, id).await),
         }
     }
 
@@ -214,51 +242,108 @@ impl BuiltIns {
         self.accounts.create(Registration { email, username, password, is_admin: false }).await
     }
 
-    async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
-        let LoginRequest { email, password } = parse_json(body)?;
+    async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<Reply, ApiError> {
+        let LoginRequest { email, password, set_cookies } = parse_json(body)?;
+        // Before the password work: a request the gateway can't answer is refused first.
+        let cookies = self.wants_cookies(set_cookies)?;
         let user = self.accounts.login(&self.limiter, &email, password, client).await?;
-        let tokens = self.auth.tokens();
-        let family = new_family_id();
-        let access = tokens.issue(&user, TokenKind::Access, true, &family)?;
-        let refresh = tokens.issue(&user, TokenKind::Refresh, false, &family)?;
+        let reply = self.issue(&user, true, &new_family_id(), cookies)?;
         tracing::info!(user_id = user.id, "login succeeded");
-        Ok(TokenPair {
-            access_token: access.token,
-            refresh_token: Some(refresh.token),
-            token_type: "Bearer".into(),
-            expires_in: tokens.access_ttl().as_secs(),
-        })
+        Ok(reply)
     }
 
-    async fn refresh(&self, headers: &HeaderMap) -> Result<TokenPair, ApiError> {
-        let token = bearer_token(headers)?.ok_or(ApiError::MissingToken)?;
-        let auth = self.auth.authenticate(token, TokenKind::Refresh).await?;
+    async fn refresh(&self, request: Presented<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+        // The body is optional: empty, `null` and `{}` all mean "as configured".
+        let RefreshRequest { set_cookies } = if body.iter().all(u8::is_ascii_whitespace) {
+            RefreshRequest::default()
+        } else {
+            parse_json::<Option<RefreshRequest>>(body)?.unwrap_or_default()
+        };
+        let asked = self.wants_cookies(set_cookies)?;
+        // The refresh token from the header, or (CSRF-checked) from its cookie.
+        let (auth, source) = self
+            .auth
+            .authenticate_request(request, TokenKind::Refresh)
+            .await?
+            .ok_or(ApiError::MissingToken)?;
         // Rotation: the presented refresh token is used up. If another request
         // retired it first, this is a replay of a copied token.
         if !self.accounts.retire(&auth.claims).await? {
             return Err(self.auth.refresh_replayed(&auth.claims).await);
         }
-        let tokens = self.auth.tokens();
-        let access = tokens.issue(&auth.user, TokenKind::Access, false, &auth.claims.fam)?;
-        let refresh = tokens.issue(&auth.user, TokenKind::Refresh, false, &auth.claims.fam)?;
-        Ok(TokenPair {
-            access_token: access.token,
-            refresh_token: Some(refresh.token),
-            token_type: "Bearer".into(),
-            expires_in: tokens.access_ttl().as_secs(),
-        })
+        // A token from a cookie is used up: its replacement goes where it came from.
+        self.issue(&auth.user, false, &auth.claims.fam, asked || source == Source::Cookie)
     }
 
-    async fn logout(&self, headers: &HeaderMap, body: &[u8]) -> Result<Message, ApiError> {
-        let auth = self.auth.require_access(headers).await?;
+    /// Whether a login or refresh answers with cookies: the request's
+    /// `set_cookies`, else `[cookies] set_on_login`.
+    fn wants_cookies(&self, asked: Option<bool>) -> Result<bool, ApiError> {
+        let config = self.auth.cookies();
+        match (config.enabled, config.set_on_login, asked) {
+            (false, _, Some(true)) => {
+                Err(ApiError::InvalidRequest("set_cookies: cookies are not enabled on this gateway".into()))
+            }
+            (true, SetOnLogin::Never, Some(true)) => {
+                Err(ApiError::InvalidRequest("set_cookies: this gateway never sets token cookies".into()))
+            }
+            (false, _, _) | (true, SetOnLogin::Never, _) => Ok(false),
+            (true, SetOnLogin::WhenAsked, asked) => Ok(asked == Some(true)),
+            (true, SetOnLogin::Always, asked) => Ok(asked != Some(false)),
+        }
+    }
+
+    /// A new access and refresh token of one login session: in the body, or
+    /// in cookies (each token then carries its own CSRF value).
+    fn issue(&self, user: &User, fresh: bool, family: &str, cookies: bool) -> Result<Reply, ApiError> {
+        let tokens = self.auth.tokens();
+        let expires_in = tokens.access_ttl().as_secs();
+        if !cookies {
+            let access = tokens.issue(user, TokenKind::Access, fresh, family)?;
+            let refresh = tokens.issue(user, TokenKind::Refresh, false, family)?;
+            return Ok(Reply::json(
+                StatusCode::OK,
+                &TokenPair {
+                    access_token: access.token,
+                    refresh_token: Some(refresh.token),
+                    token_type: "Bearer".into(),
+                    expires_in,
+                },
+            ));
+        }
+        let (csrf_access, csrf_refresh) = (new_csrf_value(), new_csrf_value());
+        let access = tokens.issue_with_csrf(user, TokenKind::Access, fresh, family, Some(&csrf_access))?;
+        let refresh = tokens.issue_with_csrf(user, TokenKind::Refresh, false, family, Some(&csrf_refresh))?;
+        let config = self.auth.cookies();
+        let refresh_ttl = tokens.refresh_ttl().as_secs();
+        let lines = [
+            set_cookie(config, Which::Access, Some(&access.token), expires_in),
+            set_cookie(config, Which::CsrfAccess, Some(&csrf_access), expires_in),
+            set_cookie(config, Which::Refresh, Some(&refresh.token), refresh_ttl),
+            set_cookie(config, Which::CsrfRefresh, Some(&csrf_refresh), refresh_ttl),
+        ];
+        let session = CookieSession {
+            token_type: "Cookie".into(),
+            expires_in,
+            csrf_access_token: csrf_access,
+            csrf_refresh_token: csrf_refresh,
+        };
+        let mut reply = Reply::json(StatusCode::OK, &session);
+        if reply.status == StatusCode::OK {
+            reply.headers.extend(lines.into_iter().map(|line| (SET_COOKIE, line)));
+        }
+        Ok(reply)
+    }
+
+    async fn logout(&self, request: Presented<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+        let auth = self.auth.require_access(request).await?;
         // The body is optional: empty, `null` and `{}` all mean "just this access token".
-        let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        let logout: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
             LogoutRequest::default()
         } else {
             parse_json::<Option<LogoutRequest>>(body)?.unwrap_or_default()
         };
         // Check the refresh token before revoking anything, so a bad request changes nothing.
-        let refresh_claims = match request.refresh_token {
+        let refresh_claims = match logout.refresh_token {
             None => None,
             Some(token) => match self.auth.tokens().verify(&token, TokenKind::Refresh) {
                 Ok(claims) if claims.sub == auth.claims.sub => Some(claims),
@@ -272,20 +357,44 @@ impl BuiltIns {
                 }
             },
         };
-        if request.everywhere {
+        // A refresh cookie (sent here when its path allows) is revoked too
+        // when it is this account's; one that isn't is only cleared.
+        let cookie_claims = match &request.credentials.refresh {
+            Sent::One(token) => self
+                .auth
+                .tokens()
+                .verify(token, TokenKind::Refresh)
+                .ok()
+                .filter(|claims| claims.sub == auth.claims.sub),
+            _ => None,
+        };
+        let message = if logout.everywhere {
             self.accounts.change(auth.user.id, UserChange::RevokeAllTokens).await?;
-            return Ok(Message::new("Logged out everywhere."));
+            Message::new("Logged out everywhere.")
+        } else {
+            self.accounts.revoke(&auth.claims).await?;
+            for claims in refresh_claims.iter().chain(cookie_claims.iter()) {
+                self.accounts.revoke(claims).await?;
+            }
+            Message::new("Logged out.")
+        };
+        let mut reply = Reply::json(StatusCode::OK, &message);
+        let config = self.auth.cookies();
+        if config.enabled && reply.status == StatusCode::OK {
+            for which in [Which::Access, Which::CsrfAccess, Which::Refresh, Which::CsrfRefresh] {
+                reply.headers.push((SET_COOKIE, set_cookie(config, which, None, 0)));
+            }
         }
-        self.accounts.revoke(&auth.claims).await?;
-        if let Some(claims) = refresh_claims {
-            self.accounts.revoke(&claims).await?;
-        }
-        Ok(Message::new("Logged out."))
+        Ok(reply)
     }
 
     /// `DELETE {users}/{id}/tokens`: the user themself, or a fresh admin.
-    async fn revoke_user_tokens(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
-        let auth = self.auth.require_access(headers).await?;
+    async fn revoke_user_tokens(
+        &self,
+        request: Presented<'_>,
+        id: Option<UserId>,
+    ) -> Result<Message, ApiError> {
+        let auth = self.auth.require_access(request).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id {
             // Someone else's tokens: a non-admin is told they aren't theirs.
@@ -298,8 +407,8 @@ impl BuiltIns {
         Ok(Message::new("Every token of this user is revoked."))
     }
 
-    async fn show_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<UserView, ApiError> {
-        let auth = self.auth.require_access(headers).await?;
+    async fn show_user(&self, request: Presented<'_>, id: Option<UserId>) -> Result<UserView, ApiError> {
+        let auth = self.auth.require_access(request).await?;
         let id = id.ok_or(ApiError::UserNotFound)?;
         if id != auth.user.id && !auth.is_admin() {
             return Err(ApiError::NotYourAccount);
@@ -307,8 +416,8 @@ impl BuiltIns {
         self.accounts.show(id).await
     }
 
-    async fn delete_user(&self, headers: &HeaderMap, id: Option<UserId>) -> Result<Message, ApiError> {
-        let auth = self.auth.require_access(headers).await?;
+    async fn delete_user(&self, request: Presented<'_>, id: Option<UserId>) -> Result<Message, ApiError> {
+        let auth = self.auth.require_access(request).await?;
         auth.require(true, None, true)?;
         self.accounts.delete(id.ok_or(ApiError::UserNotFound)?).await?;
         Ok(Message::new("User deleted."))

@@ -18,6 +18,10 @@ pub enum ApiError {
     MalformedAuthorization,
     #[error("more than one Authorization header was sent")]
     DuplicateAuthorization,
+    #[error("the request carries two different tokens (the Authorization header and a cookie, or the same cookie twice); send one")]
+    ConflictingCredentials,
+    #[error("the CSRF check failed: a request authenticated by a cookie must send the CSRF cookie's value in the CSRF header")]
+    CsrfFailed,
     #[error("the token is malformed, has a bad signature, or was not issued by this gateway")]
     InvalidToken,
     #[error("the token has expired; log in again or use your refresh token")]
@@ -124,6 +128,7 @@ impl ApiError {
             | AccountNotFound
             | InvalidCredentials
             | RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            ConflictingCredentials => StatusCode::BAD_REQUEST,
             DuplicateAuthorization
             | InvalidJson(_)
             | InvalidRequest(_)
@@ -138,7 +143,7 @@ impl ApiError {
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             AdminRequired | RoleRequired | AccountBlocked | AccessDenied | CorsRefused(_)
-            | NotYourAccount | RegistrationDisabled => StatusCode::FORBIDDEN,
+            | NotYourAccount | RegistrationDisabled | CsrfFailed => StatusCode::FORBIDDEN,
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -156,7 +161,9 @@ impl ApiError {
     pub fn grpc_status(&self) -> GrpcStatus {
         use ApiError::*;
         match self {
-            FreshTokenRequired => GrpcStatus::PermissionDenied,
+            FreshTokenRequired | CsrfFailed => GrpcStatus::PermissionDenied,
+            // Which token is the caller's can't be told: nobody is authenticated.
+            ConflictingCredentials => GrpcStatus::Unauthenticated,
             _ if self.status() == StatusCode::UNAUTHORIZED => GrpcStatus::Unauthenticated,
             _ if self.status() == StatusCode::FORBIDDEN => GrpcStatus::PermissionDenied,
             RateLimited { .. } | HeadersTooLarge { .. } | BodyTooLarge { .. } => {
@@ -183,6 +190,8 @@ impl ApiError {
             MissingToken => ErrorCode::MissingToken,
             MalformedAuthorization => ErrorCode::MalformedAuthorization,
             DuplicateAuthorization => ErrorCode::DuplicateAuthorization,
+            ConflictingCredentials => ErrorCode::ConflictingCredentials,
+            CsrfFailed => ErrorCode::CsrfFailed,
             InvalidToken => ErrorCode::InvalidToken,
             TokenExpired => ErrorCode::TokenExpired,
             TokenNotYetValid => ErrorCode::TokenNotYetValid,
@@ -298,6 +307,8 @@ pub enum ErrorCode {
     MissingToken,
     MalformedAuthorization,
     DuplicateAuthorization,
+    ConflictingCredentials,
+    CsrfFailed,
     InvalidToken,
     TokenExpired,
     TokenNotYetValid,
@@ -344,6 +355,8 @@ impl ErrorCode {
             ErrorCode::MissingToken => "missing_token",
             ErrorCode::MalformedAuthorization => "malformed_authorization",
             ErrorCode::DuplicateAuthorization => "duplicate_authorization",
+            ErrorCode::ConflictingCredentials => "conflicting_credentials",
+            ErrorCode::CsrfFailed => "csrf_failed",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TokenNotYetValid => "token_not_yet_valid",

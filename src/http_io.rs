@@ -72,7 +72,9 @@ impl Message {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
-    /// Headers beyond the JSON content type (`WWW-Authenticate`, `Retry-After`).
+    /// Headers beyond the JSON content type (`WWW-Authenticate`,
+    /// `Retry-After`, `Set-Cookie`), each line written as it is (so one name
+    /// may come several times).
     pub headers: Vec<(http::HeaderName, String)>,
     /// The error code of a refusal, for the access log.
     pub error_code: Option<ErrorCode>,
@@ -221,8 +223,9 @@ mod io {
         header.insert_header(CONTENT_LENGTH, reply.body.len().to_string())?;
         header.insert_header(CACHE_CONTROL, "no-store")?;
         header.insert_header(REQUEST_ID, request_id)?;
+        // Appended: a login answers with several `Set-Cookie` lines.
         for (name, value) in &reply.headers {
-            header.insert_header(name.clone(), value.as_str())?;
+            header.append_header(name.clone(), value.as_str())?;
         }
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true).await
@@ -267,6 +270,8 @@ mod tests {
             (ApiError::UpstreamUnavailable, "14", "upstream_unavailable"),
             (ApiError::UpstreamTimeout, "4", "upstream_timeout"),
             (ApiError::InvalidMethod, "3", "invalid_method"),
+            (ApiError::CsrfFailed, "7", "csrf_failed"),
+            (ApiError::ConflictingCredentials, "16", "conflicting_credentials"),
         ];
         for (error, status, code) in cases {
             assert_eq!(field(&error, "grpc-status").as_deref(), Some(status), "{error:?}");

@@ -15,7 +15,8 @@
 //! - [`policy`]: route matching and precedence; [`cors`]: which origins may
 //!   read a route's answers, and the preflights the gateway answers itself.
 //! - [`tokens`]: JWTs, signing keys and `keygen`; [`clock`]: Unix time.
-//! - [`auth`]: the per-request decision (token, revocation, account);
+//! - [`auth`]: the per-request decision (token, revocation, account, CSRF);
+//!   [`cookies`]: tokens in cookies for browsers, taken out before the upstream;
 //!   [`roles`]: role names and what routes demand of them.
 //! - [`accounts`]: registration, login, account changes; [`passwords`]
 //!   (argon2id); [`identity_text`] (email and username comparison keys).
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cookies;
 pub mod cors;
 pub mod endpoints;
 pub mod error;

@@ -64,7 +64,7 @@ pub fn run(
     let metrics = Arc::new(Metrics::new());
     let accounts = Accounts::new(Arc::clone(&store), passwords, Arc::clone(&metrics));
     let tokens = Arc::new(tokens);
-    let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store)));
+    let auth = Arc::new(Authenticator::new(Arc::clone(&tokens), Arc::clone(&store), config.cookies.clone()));
     let limiter = Arc::new(limiter);
     let budgets = Arc::new(budgets);
     let live = Arc::new(ArcSwap::from_pointee(live));

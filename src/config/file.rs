@@ -17,7 +17,7 @@ use serde::de::{Error as _, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
-use super::{KeyAlgorithm, LogFormat, Selection, UpstreamProtocol, WhenUnreachable};
+use super::{KeyAlgorithm, LogFormat, SameSite, Selection, SetOnLogin, UpstreamProtocol, WhenUnreachable};
 use crate::roles::RolesMatch;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub passwords: PasswordsSection,
     #[serde(default)]
     pub endpoints: EndpointsSection,
+    #[serde(default)]
+    pub cookies: CookiesSection,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
@@ -288,6 +290,37 @@ pub struct EndpointsSection {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct CookiesSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_cookie: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_cookie: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_access_cookie: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_refresh_cookie: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samesite: Option<Spanned<Word<SameSite>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_path: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_header: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_methods: Option<Vec<Spanned<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_on_login: Option<Word<SetOnLogin>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicySection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Spanned<String>>,
@@ -435,6 +468,18 @@ impl Choice for KeyAlgorithm {
 impl Choice for Backend {
     fn unknown(word: &str) -> String {
         format!("store.backend `{word}`: expected \"sled\" or \"redis\"")
+    }
+}
+
+impl Choice for SameSite {
+    fn unknown(word: &str) -> String {
+        format!("cookies.samesite `{word}`: expected \"Lax\", \"Strict\" or \"None\"")
+    }
+}
+
+impl Choice for SetOnLogin {
+    fn unknown(word: &str) -> String {
+        format!("cookies.set_on_login `{word}`: expected \"never\", \"when_asked\" or \"always\"")
     }
 }
 

@@ -10,6 +10,7 @@
 //! model; each model's `Default` is the one place its defaults are written.
 
 mod admin;
+mod cookies;
 mod endpoints;
 pub mod file;
 mod limits;
@@ -26,6 +27,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use admin::AdminConfig;
+pub use cookies::{is_cookie_name, CookieConfig, SameSite, SetOnLogin};
 pub use endpoints::EndpointConfig;
 pub use file::FileConfig;
 pub use limits::LimitsConfig;
@@ -75,6 +77,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub passwords: PasswordConfig,
     pub endpoints: EndpointConfig,
+    /// `[cookies]`: tokens in cookies for browsers (off by default).
+    pub cookies: CookieConfig,
     pub limits: LimitsConfig,
     pub routes: RouteTable,
 }
@@ -114,6 +118,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            cookies,
             limits,
             policy,
             cors,
@@ -128,6 +133,7 @@ impl Config {
         let limits = LimitsConfig::from_file(limits)?;
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
+        let cookies = CookieConfig::from_file(cookies, &endpoints.refresh)?;
         let routes = routes::route_table(policy, &cors, routes, &upstream)?;
         Ok(Config {
             source: path.to_owned(),
@@ -139,6 +145,7 @@ impl Config {
             store,
             passwords,
             endpoints,
+            cookies,
             limits,
             routes,
         })
@@ -373,6 +380,65 @@ access_ttl = "15m"
             ("any", "rate = \"3/m\"\nburst = -1", 12, 9, "invalid value"),
         ] {
             let err = with(policy, extra).unwrap_err();
+            assert_eq!((err.line, err.column), (line, column), "{extra}: {err}");
+            assert!(err.message.contains(complaint), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_off_by_default_with_safe_settings() {
+        let c = parse(MINIMAL).unwrap().cookies;
+        assert!(!c.enabled && c.secure);
+        assert_eq!(c.samesite, SameSite::Lax);
+        assert_eq!(
+            [c.access_cookie.as_str(), &c.refresh_cookie, &c.csrf_access_cookie, &c.csrf_refresh_cookie],
+            ["access_token_cookie", "refresh_token_cookie", "csrf_access_token", "csrf_refresh_token"]
+        );
+        assert_eq!((c.path.as_str(), c.refresh_path.as_str(), c.domain.as_deref()), ("/", "/refresh", None));
+        assert_eq!(c.csrf_header.as_str(), "x-csrf-token");
+        assert_eq!(
+            c.csrf_methods,
+            [http::Method::POST, http::Method::PUT, http::Method::PATCH, http::Method::DELETE]
+        );
+        assert_eq!(c.set_on_login, SetOnLogin::WhenAsked);
+
+        // The refresh cookie follows the refresh endpoint unless told otherwise.
+        let moved = parse(&format!("{MINIMAL}\n[endpoints]\nrefresh = \"/auth/refresh\"\n")).unwrap();
+        assert_eq!(moved.cookies.refresh_path, "/auth/refresh");
+        let c = parse(&format!(
+            "{MINIMAL}\n[cookies]\nenabled = true\nsamesite = \"None\"\ndomain = \".Example.com\"\ncsrf_header = \"X-XSRF-Token\"\ncsrf_methods = [\"POST\", \"GET\"]\nset_on_login = \"always\"\naccess_cookie = \"__Host-at\"\n"
+        ))
+        .unwrap()
+        .cookies;
+        assert!(c.enabled);
+        assert_eq!(
+            (c.samesite, c.domain.as_deref(), c.csrf_header.as_str()),
+            (SameSite::None, Some("example.com"), "x-xsrf-token")
+        );
+        assert_eq!(c.csrf_methods, [http::Method::POST, http::Method::GET]);
+        assert_eq!((c.set_on_login, c.access_cookie.as_str()), (SetOnLogin::Always, "__Host-at"));
+    }
+
+    #[test]
+    fn bad_cookie_settings_are_refused_at_their_value() {
+        for (extra, column, complaint) in [
+            ("secure = false\nsamesite = \"None\"", 12, "needs cookies.secure = true"),
+            ("samesite = \"lax\"", 12, "expected \"Lax\", \"Strict\" or \"None\""),
+            ("access_cookie = \"my token\"", 17, "is not a cookie name"),
+            ("csrf_refresh_cookie = \"a;b\"", 23, "is not a cookie name"),
+            ("refresh_cookie = \"csrf_access_token\"", 18, "names another of the four cookies"),
+            ("path = \"api\"", 8, "must be a path starting with `/`"),
+            ("refresh_path = \"/r; x\"", 16, "must be a path"),
+            ("domain = \"exa mple.com\"", 10, "is not a host name"),
+            ("csrf_header = \"X_CSRF\"", 15, "is not a header name"),
+            ("csrf_header = \"Cookie\"", 15, "reads that header for something else"),
+            ("csrf_methods = [\"post\"]", 17, "is not an upper-case method"),
+            ("set_on_login = \"sometimes\"", 16, "expected \"never\", \"when_asked\" or \"always\""),
+            ("httponly = false", 1, "unknown field"),
+        ] {
+            let text = format!("{MINIMAL}\n[cookies]\n{extra}\n");
+            let err = parse(&text).unwrap_err();
+            let line = 9 + extra.matches('\n').count();
             assert_eq!((err.line, err.column), (line, column), "{extra}: {err}");
             assert!(err.message.contains(complaint), "{extra}: {err}");
         }

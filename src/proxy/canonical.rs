@@ -8,6 +8,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::{Gateway, Live};
+use crate::cookies::{self, Credentials};
 use crate::error::ApiError;
 use crate::http_io::{declared_length, REQUEST_ID};
 use crate::request::{self, HeaderRules, MethodOverride, Target};
@@ -17,13 +18,15 @@ impl Gateway {
     /// [`crate::request`]), or says why it has none. Everything after this
     /// reads only the canonical request. Returns the target and whether the
     /// client asked for a WebSocket upgrade (whose headers are removed here and
-    /// put back only if the matched route allows it).
+    /// put back only if the matched route allows it), and the credentials
+    /// taken out of its cookies and CSRF header (with `[cookies]` on: the
+    /// upstream gets neither, see [`crate::cookies`]).
     pub(super) fn canonicalise(
         &self,
         live: &Live,
         request: &mut RequestHeader,
         trusted_peer: bool,
-    ) -> Result<(Target, bool), ApiError> {
+    ) -> Result<(Target, bool, Credentials), ApiError> {
         let header_bytes: usize = request.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
         if header_bytes > self.limits.max_header_bytes {
             return Err(ApiError::HeadersTooLarge { limit: self.limits.max_header_bytes });
@@ -58,6 +61,17 @@ impl Gateway {
                 origin.parse().map_err(|_| ApiError::InvalidPath(crate::path::PathError::NotOriginForm))?;
             request.set_uri(uri);
         }
+        // After HTTP/2's cookies were joined, before anything judges the request.
+        let taken = cookies::take_credentials(self.auth.cookies(), &request.headers);
+        if let Some(rest) = taken.rewrite {
+            request.remove_header(&http::header::COOKIE);
+            if let Some(rest) = rest {
+                request.insert_header(http::header::COOKIE, rest).map_err(|_| ApiError::Internal)?;
+            }
+        }
+        if taken.remove_csrf_header {
+            request.remove_header(&self.auth.cookies().csrf_header);
+        }
         for name in &plan.remove {
             request.remove_header(name);
         }
@@ -65,7 +79,7 @@ impl Gateway {
             let mut buf = itoa::Buffer::new();
             request.insert_header(CONTENT_LENGTH, buf.format(length)).map_err(|_| ApiError::Internal)?;
         }
-        Ok((target, plan.websocket))
+        Ok((target, plan.websocket, taken.credentials))
     }
 
     /// Where `_method` overrides are refused, looks for a `_method` field in

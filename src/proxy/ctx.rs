@@ -9,6 +9,7 @@ use pingora::lb::Backend;
 
 use super::Live;
 use crate::auth::Identity;
+use crate::cookies::Credentials;
 use crate::error::ErrorCode;
 use crate::policy::{Policy, RouteLabel};
 use crate::request::ClientChain;
@@ -66,6 +67,8 @@ pub struct RequestCtx {
     pub(super) live: Option<Arc<Live>>,
     pub(super) request_id: String,
     pub(super) identity: Option<Identity>,
+    /// The tokens and CSRF header taken out of the request's cookies.
+    pub(super) credentials: Credentials,
     /// The real client (after trusted proxies) and the proxies in between.
     pub(super) client: Option<ClientChain>,
     /// A WebSocket upgrade the matched route allowed: when its tunnel must close.
@@ -97,6 +100,7 @@ impl RequestCtx {
             live: None,
             request_id: String::new(),
             identity: None,
+            credentials: Credentials::default(),
             client: None,
             tunnel_deadline: None,
             tunnel_open: false,

@@ -30,7 +30,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Presented};
 use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
 use crate::cors;
 use crate::endpoints::{BuiltIns, Endpoint};
@@ -138,14 +138,18 @@ impl Gateway {
         ctx.outcome = Outcome::Builtin;
         let method = session.req_header().method.clone();
         let client = ctx.client.as_ref().map(|c| c.client);
-        let reply = match read_body(session, self.builtins.max_body_bytes(), self.builtins.body_timeout())
-            .await
-        {
-            Ok(body) => {
-                self.builtins.handle(endpoint, &method, &session.req_header().headers, &body, client).await
-            }
-            Err(e) => Reply::error(&e),
-        };
+        let reply =
+            match read_body(session, self.builtins.max_body_bytes(), self.builtins.body_timeout()).await {
+                Ok(body) => {
+                    let request = Presented {
+                        headers: &session.req_header().headers,
+                        method: &method,
+                        credentials: &ctx.credentials,
+                    };
+                    self.builtins.handle(endpoint, request, &body, client).await
+                }
+                Err(e) => Reply::error(&e),
+            };
         if reply.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The body was left unread: this connection can't carry another request.
             session.set_keepalive(None);
@@ -201,7 +205,10 @@ impl ProxyHttp for Gateway {
         let live = self.live.load_full();
         let (target, websocket_asked) = match self.canonicalise(&live, session.req_header_mut(), trusted_peer)
         {
-            Ok(canonical) => canonical,
+            Ok((target, websocket_asked, credentials)) => {
+                ctx.credentials = credentials;
+                (target, websocket_asked)
+            }
             Err(e) => {
                 // What follows on this connection can't be framed with confidence.
                 session.set_keepalive(None);
@@ -227,7 +234,12 @@ impl ProxyHttp for Gateway {
         ctx.cors =
             matched.route.and_then(|r| r.cors.as_ref()).map(|c| c.actual(&session.req_header().headers));
         let decided = Instant::now();
-        let decision = self.auth.decide(&session.req_header().headers, matched.rule).await;
+        let request = Presented {
+            headers: &session.req_header().headers,
+            method: &method,
+            credentials: &ctx.credentials,
+        };
+        let decision = self.auth.decide(request, matched.rule).await;
         self.metrics
             .auth_seconds
             .with_label_values(&[ctx.policy.as_str()])

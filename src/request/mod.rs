@@ -35,6 +35,11 @@
 //! - **HTTP/2** ([`host_from_authority`]): `:authority` becomes the one
 //!   `Host` (refused if a `Host` names another) and the target origin-form,
 //!   so the same rules then judge it as an HTTP/1.1 request.
+//! - **Cookies** ([`crate::cookies`], with `[cookies]` on): the gateway's own
+//!   cookies and the CSRF header are taken out of the request (after
+//!   HTTP/2's split `Cookie` fields are joined) into the credentials the
+//!   decision reads, so no phase and no upstream sees them; other cookies
+//!   stay byte for byte.
 
 mod client;
 mod headers;

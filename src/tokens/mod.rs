@@ -105,6 +105,12 @@ pub struct Claims {
     /// password login (and its refreshes) shares it, so a replayed refresh
     /// token can revoke the whole family.
     pub fam: String,
+    /// The double-submit CSRF value of a token issued as a cookie (see
+    /// [`crate::cookies`]): a cookie-authenticated request that changes
+    /// state must send it in the CSRF header. Absent in tokens not issued
+    /// as cookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<String>,
 }
 
 impl Claims {
@@ -288,6 +294,19 @@ impl TokenService {
         fresh: bool,
         family: &str,
     ) -> Result<Issued, TokenError> {
+        self.issue_with_csrf(user, kind, fresh, family, None)
+    }
+
+    /// [`Self::issue`], for a token set as a cookie: `csrf` is its
+    /// double-submit value.
+    pub fn issue_with_csrf(
+        &self,
+        user: &User,
+        kind: TokenKind,
+        fresh: bool,
+        family: &str,
+        csrf: Option<&str>,
+    ) -> Result<Issued, TokenError> {
         let now = now_unix();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -308,6 +327,7 @@ impl TokenService {
             roles: if kind == TokenKind::Access { user.held_roles() } else { Vec::new() },
             ver: user.token_version,
             fam: family.to_owned(),
+            csrf: csrf.map(str::to_owned),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding).map_err(|e| {
             tracing::error!(error = %e, "signing a token failed");

@@ -416,6 +416,7 @@ mod tests {
             roles: Vec::new(),
             ver: 0,
             fam: "f".into(),
+            csrf: None,
         };
         let check = |claims: Claims, validation: &Validation| check_claims(&claims, validation, 1000);
         assert_eq!(check(at(995, 1000, ISS, AUD), &validation), Ok(()));

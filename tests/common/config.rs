@@ -101,6 +101,7 @@ pub fn standard(
             ..PasswordsSection::default()
         },
         endpoints: EndpointsSection { max_body_bytes: Some(spanned(2048)), ..EndpointsSection::default() },
+        cookies: Default::default(),
         limits: Default::default(),
         policy: Default::default(),
         cors: Default::default(),

@@ -20,6 +20,7 @@ mod assertion;
 mod attacks;
 mod budgets;
 mod cli;
+mod cookies;
 mod cors;
 mod differential;
 mod gateway;
