@@ -40,6 +40,8 @@ pub enum ApiError {
     AdminRequired,
     #[error("your account does not hold a role this route requires")]
     RoleRequired,
+    #[error("a WebSocket may only be opened from this site or an origin the route allows")]
+    WebSocketOriginRefused,
     #[error("the account this token belongs to no longer exists")]
     AccountNotFound,
     #[error("this account is blocked; contact an administrator")]
@@ -142,8 +144,15 @@ impl ApiError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            AdminRequired | RoleRequired | AccountBlocked | AccessDenied | CorsRefused(_)
-            | NotYourAccount | RegistrationDisabled | CsrfFailed => StatusCode::FORBIDDEN,
+            AdminRequired
+            | RoleRequired
+            | WebSocketOriginRefused
+            | AccountBlocked
+            | AccessDenied
+            | CorsRefused(_)
+            | NotYourAccount
+            | RegistrationDisabled
+            | CsrfFailed => StatusCode::FORBIDDEN,
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -201,6 +210,7 @@ impl ApiError {
             FreshTokenRequired => ErrorCode::FreshTokenRequired,
             AdminRequired => ErrorCode::AdminRequired,
             RoleRequired => ErrorCode::RoleRequired,
+            WebSocketOriginRefused => ErrorCode::WebSocketOriginRefused,
             AccountNotFound => ErrorCode::AccountNotFound,
             AccountBlocked => ErrorCode::AccountBlocked,
             AccessDenied => ErrorCode::AccessDenied,
@@ -318,6 +328,7 @@ pub enum ErrorCode {
     FreshTokenRequired,
     AdminRequired,
     RoleRequired,
+    WebSocketOriginRefused,
     AccountNotFound,
     AccountBlocked,
     AccessDenied,
@@ -366,6 +377,7 @@ impl ErrorCode {
             ErrorCode::FreshTokenRequired => "fresh_token_required",
             ErrorCode::AdminRequired => "admin_required",
             ErrorCode::RoleRequired => "role_required",
+            ErrorCode::WebSocketOriginRefused => "websocket_origin_refused",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AccountBlocked => "account_blocked",
             ErrorCode::AccessDenied => "access_denied",

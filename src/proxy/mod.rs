@@ -259,6 +259,10 @@ impl ProxyHttp for Gateway {
             }
         }
         if websocket_asked && matched.rule.websocket {
+            let cors = matched.route.and_then(|r| r.cors.as_deref());
+            if !tunnel::origin_allowed(&session.req_header().headers, cors) {
+                return self.refuse(session, ctx, &ApiError::WebSocketOriginRefused).await;
+            }
             tunnel::open(session, ctx, &live, identity.as_ref())?;
         }
         if let Err(e) = self.screen_form_body(session, &live, &target.path).await {

@@ -123,3 +123,70 @@ fn a_websocket_closes_when_its_token_expires_busy_or_idle() {
         "an idle tunnel closed after {closed_after:?}"
     );
 }
+
+/// A browser's WebSocket: opened with the access cookie (no header), and
+/// only from the gateway's own origin or one the route's CORS allows, so a
+/// page on another site can't ride the user's cookie (cross-site WebSocket
+/// hijacking). Clients without an `Origin` are judged by their token alone.
+#[test]
+fn a_browser_websocket_opens_with_the_cookie_and_only_from_an_allowed_origin() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options::default().config(|c| {
+            c.cookies.enabled = Some(true);
+            let mut ws = route("/ws/**", &[], "any");
+            ws.get_mut().websocket = true;
+            ws.get_mut().cors_origins =
+                Some(crate::common::config::spanned(vec![crate::common::config::spanned(
+                    "https://app.example.com".to_owned(),
+                )]));
+            c.routes.push(ws);
+        }),
+    );
+    gw.register("wes@example.com", "wes", "wes-password-1");
+    let login = gw
+        .http
+        .post(gw.url("/login"))
+        .json(&json!({"email": "wes@example.com", "password": "wes-password-1", "set_cookies": true}))
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("access_token_cookie="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned();
+    let open = |origin: Option<&str>| {
+        let mut request = format!("ws://{}/ws/echo", gw.addr).into_client_request().unwrap();
+        request.headers_mut().insert("cookie", format!("{cookie}; theme=dark").parse().unwrap());
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        let stream = TcpStream::connect(gw.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        match tungstenite::client(request, stream) {
+            Ok((mut socket, _)) => Ok(hello(&mut socket)),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                Err(r.status().as_u16())
+            }
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    };
+    let same_origin = format!("http://{}", gw.addr);
+    for origin in [Some(same_origin.as_str()), Some("https://app.example.com"), None] {
+        let hello = open(origin).unwrap_or_else(|status| panic!("{origin:?}: refused with {status}"));
+        let headers = &hello["headers"];
+        assert!(headers["x-auth-user-id"].as_str().is_some_and(|id| !id.is_empty()), "{origin:?}: {hello}");
+        assert_eq!(headers["cookie"], "theme=dark", "the gateway's cookie never goes upstream: {hello}");
+    }
+    let before = upstream.seen().len();
+    for origin in ["https://evil.example", "http://app.example.com", "null"] {
+        assert_eq!(open(Some(origin)).err(), Some(403), "{origin}");
+    }
+    assert_eq!(upstream.seen().len(), before, "a refused upgrade reached the upstream");
+}
