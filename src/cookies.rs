@@ -124,6 +124,12 @@ pub fn take_credentials(config: &CookieConfig, headers: &HeaderMap) -> CookiePla
         for pair in pairs(field.as_bytes()) {
             let name = std::str::from_utf8(pair.name).unwrap_or("");
             if !config.is_ours(name) {
+                if looks_like_ours(config, pair.raw) {
+                    // Not ours to read, but a lenient backend would read it
+                    // as ours: it never goes upstream.
+                    ours = true;
+                    continue;
+                }
                 if !kept.is_empty() {
                     kept.extend_from_slice(b"; ");
                 }
@@ -152,6 +158,38 @@ pub fn take_credentials(config: &CookieConfig, headers: &HeaderMap) -> CookiePla
         }
     }
     plan
+}
+
+/// Whether a backend that reads cookie names leniently could take this pair
+/// (or, split at commas as old parsers do, a part of it) for one of the
+/// gateway's cookies: PHP percent-decodes names and reads ` `, `.` and `[` as
+/// `_`; ASP.NET compares names ignoring case; Tomcat's legacy parser splits
+/// on `,`.
+fn looks_like_ours(config: &CookieConfig, raw: &[u8]) -> bool {
+    let ours = [
+        &config.access_cookie,
+        &config.refresh_cookie,
+        &config.csrf_access_cookie,
+        &config.csrf_refresh_cookie,
+    ]
+    .map(|name| lenient_name(name.as_bytes()));
+    raw.split(|&b| b == b',').any(|part| {
+        let name = part.iter().position(|&b| b == b'=').map_or(part, |eq| &part[..eq]);
+        let name = lenient_name(trim(name));
+        !name.is_empty() && ours.contains(&name)
+    })
+}
+
+/// A cookie name as the most lenient backends read it.
+fn lenient_name(name: &[u8]) -> Vec<u8> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode(name).collect();
+    decoded
+        .iter()
+        .map(|&b| match b {
+            b' ' | b'.' | b'[' => b'_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// A fresh double-submit value: 128 random bits, hex.
@@ -253,14 +291,30 @@ mod tests {
 
     #[test]
     fn names_are_case_sensitive_and_exact() {
-        let plan = take_credentials(
-            &config(),
-            &headers(&[
-                "Access_Token_Cookie=a; ACCESS_TOKEN_COOKIE=b; access_token_cookie2=c; Csrf_Access_Token=d",
-            ]),
-        );
+        let plan = take_credentials(&config(), &headers(&["access_token_cookie2=c; theme=dark"]));
         assert_eq!(plan.credentials, Credentials::default());
         assert_eq!(plan.rewrite, None, "nothing of ours, nothing changed");
+    }
+
+    /// Names only a lenient backend reads as ours are not credentials here,
+    /// and never reach the upstream either.
+    #[test]
+    fn look_alikes_of_our_names_are_dropped_not_read() {
+        let look_alikes = [
+            "Access_Token_Cookie=a",
+            "ACCESS_TOKEN_COOKIE=b",
+            "access.token.cookie=c",
+            "access%5Ftoken_cookie=d",
+            "access[token_cookie=e",
+            "access token_cookie=f",
+            "Csrf_Access_Token=g",
+            "theme=dark,access_token_cookie=h",
+        ];
+        for look_alike in look_alikes {
+            let plan = take_credentials(&config(), &headers(&[&format!("a=1; {look_alike}; b=2")]));
+            assert_eq!(plan.credentials, Credentials::default(), "{look_alike}");
+            assert_eq!(kept(&plan).as_deref(), Some("a=1; b=2"), "{look_alike}");
+        }
     }
 
     #[test]

@@ -107,6 +107,13 @@ impl Cors {
         &self.methods
     }
 
+    /// Whether a page from `origin` may act with the user's credentials:
+    /// only a listed origin on a route that allows credentials (`*` never),
+    /// as for a WebSocket, which browsers open with the user's cookies.
+    pub fn admits_with_credentials(&self, origin: &HeaderValue) -> bool {
+        self.credentials && matches!(self.origins, Origins::Listed(_)) && self.allows_origin(origin)
+    }
+
     /// Whether a page from `origin` (an `Origin` header's value) may read.
     pub fn allows_origin(&self, origin: &HeaderValue) -> bool {
         match &self.origins {

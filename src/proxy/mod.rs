@@ -248,6 +248,15 @@ impl ProxyHttp for Gateway {
             Ok(identity) => identity,
             Err(e) => return self.refuse(session, ctx, &e).await,
         };
+        // A browser's WebSocket comes with the user's cookies from whichever
+        // page opened it: judged on its Origin before it spends anything.
+        if websocket_asked && matched.rule.websocket {
+            let cors = matched.route.and_then(|r| r.cors.as_deref());
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            if !tunnel::origin_allowed(&session.req_header().headers, cors, tls) {
+                return self.refuse(session, ctx, &ApiError::WebSocketOriginRefused).await;
+            }
+        }
         // Only a request the policy let through spends the budget; a refused
         // one never reaches the upstream, tunnel or not.
         if let Some(budget) = matched.route.and_then(|r| r.budget.as_ref()) {
@@ -259,10 +268,6 @@ impl ProxyHttp for Gateway {
             }
         }
         if websocket_asked && matched.rule.websocket {
-            let cors = matched.route.and_then(|r| r.cors.as_deref());
-            if !tunnel::origin_allowed(&session.req_header().headers, cors) {
-                return self.refuse(session, ctx, &ApiError::WebSocketOriginRefused).await;
-            }
             tunnel::open(session, ctx, &live, identity.as_ref())?;
         }
         if let Err(e) = self.screen_form_body(session, &live, &target.path).await {

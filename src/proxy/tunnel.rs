@@ -17,20 +17,27 @@ use crate::clock::now_unix;
 /// Browsers don't apply CORS to WebSockets: any site can open one to the
 /// gateway, and the browser sends the user's cookies with it (cross-site
 /// WebSocket hijacking). So a browser's upgrade (one with an `Origin`) passes
-/// only from the gateway's own origin (the `Origin`'s host is the request's
-/// `Host`) or from an origin the route's CORS settings allow. Clients that
-/// aren't browsers send no `Origin` and are judged by their token alone.
-pub(super) fn origin_allowed(request: &http::HeaderMap, cors: Option<&crate::cors::Cors>) -> bool {
+/// only from the gateway's own origin (the `Origin`'s scheme is this
+/// connection's and its host the request's `Host`) or from an origin the
+/// route's CORS settings list with credentials allowed. Clients that aren't
+/// browsers send no `Origin` and are judged by their token alone.
+pub(super) fn origin_allowed(request: &http::HeaderMap, cors: Option<&crate::cors::Cors>, tls: bool) -> bool {
     let mut origins = request.get_all(http::header::ORIGIN).iter();
     let Some(origin) = origins.next() else { return true };
     if origins.next().is_some() {
         return false;
     }
-    if cors.is_some_and(|cors| cors.allows_origin(origin)) {
+    if cors.is_some_and(|cors| cors.admits_with_credentials(origin)) {
         return true;
     }
     let host = request.get(http::header::HOST).map(http::HeaderValue::as_bytes);
-    let authority = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest.as_bytes());
+    let own_scheme = if tls { "https" } else { "http" };
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(own_scheme))
+        .map(|(_, rest)| rest.as_bytes());
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 

@@ -141,7 +141,20 @@ fn a_browser_websocket_opens_with_the_cookie_and_only_from_an_allowed_origin() {
                 Some(crate::common::config::spanned(vec![crate::common::config::spanned(
                     "https://app.example.com".to_owned(),
                 )]));
+            ws.get_mut().cors_credentials = Some(crate::common::config::spanned(true));
             c.routes.push(ws);
+            // CORS that lets pages read without credentials (or any page read)
+            // lets no other page open a WebSocket with the user's cookie.
+            for (path, origin) in [("/ws/echo/anon/**", "https://app.example.com"), ("/ws/echo/any/**", "*")]
+            {
+                let mut open = route(path, &[], "any");
+                open.get_mut().websocket = true;
+                open.get_mut().cors_origins =
+                    Some(crate::common::config::spanned(vec![crate::common::config::spanned(
+                        origin.to_owned(),
+                    )]));
+                c.routes.push(open);
+            }
         }),
     );
     gw.register("wes@example.com", "wes", "wes-password-1");
@@ -161,8 +174,8 @@ fn a_browser_websocket_opens_with_the_cookie_and_only_from_an_allowed_origin() {
         .and_then(|v| v.split(';').next())
         .unwrap()
         .to_owned();
-    let open = |origin: Option<&str>| {
-        let mut request = format!("ws://{}/ws/echo", gw.addr).into_client_request().unwrap();
+    let open_at = |path: &str, origin: Option<&str>| {
+        let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
         request.headers_mut().insert("cookie", format!("{cookie}; theme=dark").parse().unwrap());
         if let Some(origin) = origin {
             request.headers_mut().insert("origin", origin.parse().unwrap());
@@ -177,6 +190,7 @@ fn a_browser_websocket_opens_with_the_cookie_and_only_from_an_allowed_origin() {
             Err(e) => panic!("handshake failed: {e}"),
         }
     };
+    let open = |origin: Option<&str>| open_at("/ws/echo", origin);
     let same_origin = format!("http://{}", gw.addr);
     for origin in [Some(same_origin.as_str()), Some("https://app.example.com"), None] {
         let hello = open(origin).unwrap_or_else(|status| panic!("{origin:?}: refused with {status}"));
@@ -185,8 +199,15 @@ fn a_browser_websocket_opens_with_the_cookie_and_only_from_an_allowed_origin() {
         assert_eq!(headers["cookie"], "theme=dark", "the gateway's cookie never goes upstream: {hello}");
     }
     let before = upstream.seen().len();
-    for origin in ["https://evil.example", "http://app.example.com", "null"] {
+    let other_scheme = format!("https://{}", gw.addr);
+    for origin in ["https://evil.example", "http://app.example.com", "null", other_scheme.as_str()] {
         assert_eq!(open(Some(origin)).err(), Some(403), "{origin}");
     }
     assert_eq!(upstream.seen().len(), before, "a refused upgrade reached the upstream");
+    for path in ["/ws/echo/anon/x", "/ws/echo/any/x"] {
+        let before = upstream.seen().len();
+        assert_eq!(open_at(path, Some("https://app.example.com")).err(), Some(403), "{path}");
+        assert_eq!(upstream.seen().len(), before, "{path}: a refused upgrade reached the upstream");
+        assert!(open_at(path, Some(&same_origin)).is_ok(), "{path}: the gateway's own origin");
+    }
 }
