@@ -197,6 +197,14 @@ impl Accounts {
         Ok(())
     }
 
+    /// Revokes every token of one login session (refresh family) until `until`.
+    pub async fn revoke_session(&self, family: &str, until: u64) -> Result<(), ApiError> {
+        self.store.revoke_family(family, until).await.inspect_err(StoreError::log)?;
+        tracing::info!(family, "login session revoked");
+        self.metrics.revocations.with_label_values(&["session"]).inc();
+        Ok(())
+    }
+
     /// Revokes one token (given its verified claims) until it would have expired.
     pub async fn revoke(&self, claims: &Claims) -> Result<(), ApiError> {
         self.store.revoke(&claims.jti, claims.exp).await.inspect_err(StoreError::log)?;

@@ -207,7 +207,7 @@ impl BuiltIns {
             }
             Endpoint::Register => Reply::from_result(StatusCode::CREATED, self.register(body).await),
             Endpoint::Login => {
-                let result = self.login(body, client).await;
+                let result = self.login(request.headers, body, client).await;
                 self.metrics.logins.with_label_values(&[result_label(&result)]).inc();
                 result.unwrap_or_else(|e| Reply::error(&e))
             }
@@ -242,10 +242,24 @@ impl BuiltIns {
         self.accounts.create(Registration { email, username, password, is_admin: false }).await
     }
 
-    async fn login(&self, body: &[u8], client: Option<IpAddr>) -> Result<Reply, ApiError> {
+    async fn login(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        client: Option<IpAddr>,
+    ) -> Result<Reply, ApiError> {
         let LoginRequest { email, password, set_cookies } = parse_json(body)?;
         // Before the password work: a request the gateway can't answer is refused first.
         let cookies = self.wants_cookies(set_cookies)?;
+        // Login CSRF: a cross-site form can post JSON-looking text (`text/plain`)
+        // and the browser keeps the cookies of the answer, signing the victim
+        // into the attacker's account. A JSON content type needs a CORS
+        // preflight, which the built-in endpoints never grant.
+        if cookies && !is_json(headers) {
+            return Err(ApiError::InvalidRequest(
+                "a login that sets cookies must be sent with Content-Type: application/json".into(),
+            ));
+        }
         let user = self.accounts.login(&self.limiter, &email, password, client).await?;
         let reply = self.issue(&user, true, &new_family_id(), cookies)?;
         tracing::info!(user_id = user.id, "login succeeded");
@@ -376,6 +390,13 @@ impl BuiltIns {
             for claims in refresh_claims.iter().chain(cookie_claims.iter()) {
                 self.accounts.revoke(claims).await?;
             }
+            if presented_by_cookie(&request) {
+                // The refresh cookie's path keeps it from /logout, and a page
+                // can't read it to send it: end the whole login session, so
+                // the refresh token stays in the browser but works nowhere.
+                let until = crate::clock::now_unix() + self.auth.tokens().refresh_ttl().as_secs();
+                self.accounts.revoke_session(&auth.claims.fam, until).await?;
+            }
             Message::new("Logged out.")
         };
         let mut reply = Reply::json(StatusCode::OK, &message);
@@ -430,4 +451,16 @@ fn result_label<T>(result: &Result<T, ApiError>) -> &'static str {
         Ok(_) => "success",
         Err(e) => e.code(),
     }
+}
+
+/// Whether the body is declared JSON (`application/json`, any parameters).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// Whether the access token came from the access cookie (no `Authorization`).
+fn presented_by_cookie(request: &Presented<'_>) -> bool {
+    !request.credentials.access.is_absent() && !request.headers.contains_key(http::header::AUTHORIZATION)
 }

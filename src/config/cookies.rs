@@ -158,7 +158,7 @@ impl CookieConfig {
         let csrf_methods = match section.csrf_methods {
             Some(list) => {
                 let mut methods = Vec::with_capacity(list.len());
-                for m in list {
+                for m in &list {
                     let method = m
                         .get_ref()
                         .parse::<Method>()
@@ -169,7 +169,7 @@ impl CookieConfig {
                         })
                         .ok_or_else(|| {
                             Invalid::at(
-                                &m,
+                                m,
                                 format!(
                                     "cookies.csrf_methods: `{}` is not an upper-case method such as \"POST\"",
                                     m.get_ref()
@@ -179,6 +179,18 @@ impl CookieConfig {
                     if !methods.contains(&method) {
                         methods.push(method);
                     }
+                }
+                // More methods may be checked, never fewer: a list without
+                // POST would let a cross-site form through.
+                if let Some(missing) = defaults.csrf_methods.iter().find(|m| !methods.contains(m)) {
+                    let message = format!(
+                        "cookies.csrf_methods must keep POST, PUT, PATCH and DELETE (it lacks {missing}); \
+                         add methods to it, don't remove them"
+                    );
+                    return Err(match list.first() {
+                        Some(first) => Invalid::at(first, message),
+                        None => Invalid { span: 0..0, message },
+                    });
                 }
                 methods
             }

@@ -419,11 +419,14 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if self.auth.cookies().enabled {
+            cookie_response_rules(session, upstream_response, ctx)?;
+        }
         if let Some(headers) = &ctx.cors {
             // The route's CORS is the gateway's: the upstream can't widen it.
             let upstream_set: Vec<http::HeaderName> = upstream_response
@@ -486,4 +489,46 @@ impl ProxyHttp for Gateway {
             peer = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
         );
     }
+}
+
+/// With cookie tokens on, the gateway adds a credential the upstream never
+/// sees, so two things the upstream may rely on no longer hold:
+///
+/// - it may answer `Access-Control-Allow-Credentials: true` to any origin it
+///   reflects, harmless while callers had to send a bearer header; on routes
+///   without the gateway's own CORS, that header is removed, so no other site's
+///   page can read an answer that the user's cookie authorised;
+/// - shared caches never store answers to requests with `Authorization`
+///   (RFC 9111 section 3.5), but nothing stops them storing one to a cookie
+///   request, and the upstream no longer sees the cookie to say `Vary` or
+///   `private`: such answers are marked `private` unless already `private` or
+///   `no-store`.
+fn cookie_response_rules(session: &Session, response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if ctx.cors.is_none() {
+        response.remove_header("access-control-allow-credentials");
+    }
+    let by_cookie = ctx.identity.is_some()
+        && !ctx.credentials.access.is_absent()
+        && !session.req_header().headers.contains_key(http::header::AUTHORIZATION);
+    if !by_cookie {
+        return Ok(());
+    }
+    let directives: Vec<String> = response
+        .headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    let private = |d: &String| {
+        let name = d.split('=').next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case("private") || name.eq_ignore_ascii_case("no-store")
+    };
+    if !directives.iter().any(private) {
+        let value = std::iter::once("private".to_owned()).chain(directives).collect::<Vec<_>>().join(", ");
+        response.insert_header(http::header::CACHE_CONTROL, value)?;
+    }
+    Ok(())
 }

@@ -324,6 +324,64 @@ fn logout_by_cookie_clears_the_cookies_and_revokes_the_token() {
     );
     let after = send(echo(&gw, Method::GET, "/debug/echo/any/after").header("cookie", jar.everywhere()));
     assert_eq!(after.error(), (401, "token_revoked"));
+    // The refresh cookie never reached /logout (its path), yet its login
+    // session ended: it refreshes nothing.
+    let refresh = send(
+        gw.http
+            .post(gw.url("/refresh"))
+            .header("cookie", jar.at_refresh())
+            .header("x-csrf-token", &jar.csrf_refresh),
+    );
+    assert_eq!(refresh.error(), (401, "token_revoked"), "{}", refresh.body);
+}
+
+/// Login CSRF: a cross-site form can post JSON-looking `text/plain`, and the
+/// browser would keep the answer's cookies, signing the victim into the
+/// attacker's account. A login that sets cookies must be declared JSON (which
+/// needs a preflight the built-in endpoints never grant).
+#[test]
+fn a_cookie_login_must_be_declared_json() {
+    let (_upstream, gw) = start();
+    let body = json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "set_cookies": true}).to_string();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+    {
+        let answer =
+            send(gw.http.post(gw.url("/login")).header("content-type", content_type).body(body.clone()));
+        assert_eq!(answer.error(), (400, "invalid_request"), "{content_type}: {}", answer.body);
+        assert!(answer.set_cookies.is_empty(), "{content_type}: {:?}", answer.set_cookies);
+    }
+    let answer = send(
+        gw.http.post(gw.url("/login")).header("content-type", "application/json; charset=utf-8").body(body),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.set_cookies.len(), 4);
+}
+
+/// With cookie tokens on, answers the user's cookie authorised are marked
+/// `private` for shared caches, and an upstream's own
+/// `Access-Control-Allow-Credentials` can't let another site's page read them.
+#[test]
+fn cookie_authorised_answers_stay_private() {
+    let (_upstream, gw) = start();
+    let (_, jar) = login_with_cookies(&gw, ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (bearer, _) = gw.admin_login();
+    let ask = |request: RequestBuilder| {
+        let resp = request
+            .header("x-echo-response-header", "Cache-Control: max-age=60")
+            .header("x-echo-response-header", "Access-Control-Allow-Credentials: true")
+            .send()
+            .unwrap();
+        let value = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        (resp.status().as_u16(), value("cache-control"), value("access-control-allow-credentials"))
+    };
+    let by_cookie = ask(echo(&gw, Method::GET, "/debug/echo/any/me").header("cookie", jar.everywhere()));
+    assert_eq!(by_cookie, (200, Some("private, max-age=60".to_owned()), None));
+    let by_header = ask(echo(&gw, Method::GET, "/debug/echo/any/me").bearer_auth(&bearer));
+    assert_eq!(
+        by_header,
+        (200, Some("max-age=60".to_owned()), None),
+        "the upstream's Cache-Control as it was"
+    );
 }
 
 #[test]
