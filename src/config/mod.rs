@@ -19,6 +19,7 @@ mod passwords;
 mod routes;
 mod secrets;
 mod server;
+mod signin;
 mod store;
 mod tokens;
 mod upstream;
@@ -35,6 +36,7 @@ pub use logging::{LogConfig, LogFormat};
 pub use passwords::PasswordConfig;
 pub use secrets::{Secret, SecretError, SecretSource, MIN_SECRET_BYTES};
 pub use server::{Alpn, RequestRules, ServerConfig, TlsConfig};
+pub use signin::SigninConfig;
 pub use store::{
     check_redis_url, RedisConfig, RedisTarget, RedisUrlError, StoreBackend, StoreConfig, WhenUnreachable,
 };
@@ -79,6 +81,8 @@ pub struct Config {
     pub endpoints: EndpointConfig,
     /// `[cookies]`: tokens in cookies for browsers (off by default).
     pub cookies: CookieConfig,
+    /// `[signin]`: the HTML sign-in page (off by default; needs `[cookies]`).
+    pub signin: SigninConfig,
     pub limits: LimitsConfig,
     pub routes: RouteTable,
 }
@@ -119,6 +123,7 @@ impl Config {
             passwords,
             endpoints,
             cookies,
+            signin,
             limits,
             policy,
             cors,
@@ -134,7 +139,8 @@ impl Config {
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
         let cookies = CookieConfig::from_file(cookies, &endpoints.refresh)?;
-        let routes = routes::route_table(policy, &cors, routes, &upstream)?;
+        let signin = SigninConfig::from_file(signin, &cookies, &endpoints)?;
+        let routes = routes::route_table(policy, &cors, routes, &upstream, signin.enabled)?;
         Ok(Config {
             source: path.to_owned(),
             server,
@@ -146,6 +152,7 @@ impl Config {
             passwords,
             endpoints,
             cookies,
+            signin,
             limits,
             routes,
         })
