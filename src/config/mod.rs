@@ -452,6 +452,61 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn signin_is_off_by_default_and_needs_cookies() {
+        let s = parse(MINIMAL).unwrap().signin;
+        assert!(!s.enabled);
+        assert_eq!(
+            (s.path.as_str(), s.title.as_str(), s.default_redirect.as_str()),
+            ("/signin", "Sign in", "/")
+        );
+        assert!(s.redirect_allowlist.is_empty());
+
+        let err = parse(&format!("{MINIMAL}\n[signin]\nenabled = true\n")).unwrap_err();
+        assert_eq!((err.line, err.column), (9, 11), "{err}");
+        assert!(err.message.contains("needs [cookies] enabled = true"), "{err}");
+
+        let s = parse(&format!(
+            "{MINIMAL}\n[cookies]\nenabled = true\n[signin]\nenabled = true\npath = \"/auth/signin\"\ntitle = \"Acme\"\nredirect_allowlist = [\"https://app.example.com\", \"http://localhost:3000/\"]\ndefault_redirect = \"https://app.example.com/home\"\n"
+        ))
+        .unwrap()
+        .signin;
+        assert!(s.enabled);
+        assert_eq!((s.path.as_str(), s.title.as_str()), ("/auth/signin", "Acme"));
+        assert_eq!(s.redirect_allowlist, ["https://app.example.com", "http://localhost:3000"]);
+        assert_eq!(s.default_redirect, "https://app.example.com/home");
+    }
+
+    #[test]
+    fn bad_signin_settings_are_refused_at_their_value() {
+        for (extra, column, complaint) in [
+            ("path = \"signin\"", 8, "is a plain path"),
+            ("path = \"/signin/\"", 8, "is a plain path"),
+            ("path = \"/Login\"", 8, "already a built-in endpoint's path"),
+            ("title = \"\"", 9, "between 1 and 200 characters"),
+            ("redirect_allowlist = [\"https://app.example.com/x\"]", 23, "is not an origin"),
+            ("redirect_allowlist = [\"HTTPS://App.example.com\"]", 23, "is not an origin"),
+            ("redirect_allowlist = [\"javascript:alert(1)\"]", 23, "is not an origin"),
+            ("default_redirect = \"//evil.com\"", 20, "must be a path starting with a single `/`"),
+            ("default_redirect = \"https://evil.com/\"", 20, "redirect_allowlist"),
+        ] {
+            let text = format!("{MINIMAL}\n[cookies]\nenabled = true\n[signin]\n{extra}\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!((err.line, err.column), (11, column), "{extra}: {err}");
+            assert!(err.message.contains(complaint), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn signin_redirect_routes_need_the_signin_page() {
+        let route = "\n[[routes]]\npath = \"/app/**\"\npolicy = \"any\"\nsignin_redirect = true\n";
+        let err = parse(&format!("{MINIMAL}{route}")).unwrap_err();
+        assert_eq!((err.line, err.column), (11, 19), "{err}");
+        assert!(err.message.contains("needs [signin] enabled = true"), "{err}");
+        let on = "\n[cookies]\nenabled = true\n[signin]\nenabled = true\n";
+        assert!(parse(&format!("{MINIMAL}{on}{route}")).is_ok());
+    }
+
+    #[test]
     fn redis_defaults_are_the_same_with_and_without_a_file() {
         let c = parse(&format!(
             "{MINIMAL}\n[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://h:1\"\n"
