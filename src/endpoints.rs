@@ -46,6 +46,8 @@ pub enum Endpoint {
     Jwks,
     /// `[signin] path`: the HTML sign-in page (`GET`) and its form (`POST`).
     Signin,
+    /// `{signin}/out`: the sign-out button (`GET`) and its post (`POST`).
+    Signout,
 }
 
 impl Endpoint {
@@ -59,6 +61,7 @@ impl Endpoint {
             Endpoint::UserTokens(_) => "user_tokens",
             Endpoint::Jwks => "jwks",
             Endpoint::Signin => "signin",
+            Endpoint::Signout => "signout",
         }
     }
 }
@@ -166,6 +169,8 @@ impl BuiltIns {
             Some(Endpoint::Jwks)
         } else if self.signin_path().is_some_and(is) {
             Some(Endpoint::Signin)
+        } else if self.signin.enabled() && is(&self.signin.signout_path()) {
+            Some(Endpoint::Signout)
         } else {
             let prefix = path.get(..p.users.len()).filter(|head| head.eq_ignore_ascii_case(&p.users))?;
             let rest = path[prefix.len()..].strip_prefix('/')?;
@@ -192,7 +197,9 @@ impl BuiltIns {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
             Endpoint::UserTokens(_) => *method == Method::DELETE,
             Endpoint::Jwks => *method == Method::GET || *method == Method::HEAD,
-            Endpoint::Signin => *method == Method::GET || *method == Method::HEAD || *method == Method::POST,
+            Endpoint::Signin | Endpoint::Signout => {
+                *method == Method::GET || *method == Method::HEAD || *method == Method::POST
+            }
             _ => *method == Method::POST,
         };
         if !allowed {
@@ -252,6 +259,7 @@ impl BuiltIns {
                 self.metrics.logins.with_label_values(&[result_label(&result)]).inc();
                 result.unwrap_or_else(|e| self.answer_error(endpoint, &e, body))
             }
+            Endpoint::Signout => self.sign_out(request, body).await,
             Endpoint::Logout => self.logout(request, body).await.unwrap_or_else(|e| Reply::error(&e)),
             Endpoint::User(id) if *method == Method::GET => {
                 Reply::from_result(StatusCode::OK, self.show_user(request, id).await)
@@ -316,6 +324,34 @@ impl BuiltIns {
         let cookies =
             session.headers.into_iter().filter(|(name, _)| *name == SET_COOKIE).map(|(_, line)| line);
         Ok(self.signin.signed_in(&self.signin.redirect_target(&form.rd), cookies.collect()))
+    }
+
+    /// `{signin}/out`: a `GET` shows the button (with the access token's
+    /// CSRF value to post back), a `POST` is `/logout` with the posted value
+    /// as the CSRF header. Not signed in: off to the sign-in page.
+    async fn sign_out(&self, request: Presented<'_>, body: &[u8]) -> Reply {
+        if *request.method != Method::POST {
+            return match self.auth.require_access(request).await {
+                Ok(auth) => self.signin.signout_page(auth.claims.csrf.as_deref().unwrap_or(""), None),
+                Err(_) => self.signin.to_signin(Vec::new()),
+            };
+        }
+        let form = match SigninForm::parse(request.headers, body) {
+            Ok(form) => form,
+            Err(e) => return self.signin.signout_page("", Some(&e)),
+        };
+        let credentials =
+            crate::cookies::Credentials { csrf: Some(form.csrf.clone()), ..request.credentials.clone() };
+        let posted = Presented { credentials: &credentials, ..request };
+        match self.logout(posted, b"").await {
+            Ok(reply) => {
+                let cleared =
+                    reply.headers.into_iter().filter(|(name, _)| *name == SET_COOKIE).map(|(_, l)| l);
+                self.signin.to_signin(cleared.collect())
+            }
+            Err(ApiError::MissingToken) => self.signin.to_signin(Vec::new()),
+            Err(e) => self.signin.signout_page(&form.csrf, Some(&e)),
+        }
     }
 
     /// A refusal: JSON, or for the sign-in form the page again with the error.

@@ -19,6 +19,12 @@
 //!   page needs no script and loads nothing, and its Content-Security-Policy
 //!   allows exactly its own inline style (by hash), posting only to itself,
 //!   and no framing (clickjacking).
+//!
+//! Signing out is `{path}/out`: its `GET` only shows a button (a `GET` that
+//! signed out would let any page sign the user out with an `<img>`), and the
+//! button posts the access token's CSRF value, which the page embeds, to the
+//! same place; that post runs `/logout`'s own code with the value as the
+//! CSRF header. Scripts can keep using `POST /logout` directly.
 
 use std::sync::OnceLock;
 
@@ -121,6 +127,8 @@ pub struct SigninForm {
     pub password: String,
     pub rd: String,
     pub form_token: String,
+    /// The sign-out form's CSRF value (the access token's `csrf` claim).
+    pub csrf: String,
 }
 
 impl SigninForm {
@@ -138,13 +146,14 @@ impl SigninForm {
             ));
         }
         let mut form = SigninForm::default();
-        let mut seen = [false; 4];
+        let mut seen = [false; 5];
         for (name, value) in form_urlencoded::parse(body) {
             let (slot, field) = match name.as_ref() {
                 "email" => (0, &mut form.email),
                 "password" => (1, &mut form.password),
                 "rd" => (2, &mut form.rd),
                 "form_token" => (3, &mut form.form_token),
+                "csrf" => (4, &mut form.csrf),
                 _ => continue,
             };
             if !seen[slot] {
@@ -175,6 +184,42 @@ impl SigninPage {
 
     pub fn path(&self) -> &str {
         &self.config.path
+    }
+
+    /// Where the sign-out page is: `{path}/out`.
+    pub fn signout_path(&self) -> String {
+        format!("{}/out", self.config.path)
+    }
+
+    /// `GET {path}/out` when signed in: a button that posts `csrf` back.
+    pub fn signout_page(&self, csrf: &str, error: Option<&ApiError>) -> Reply {
+        let main = format!(
+            "<h1>Sign out</h1>\n<div id=\"signin-error\" role=\"alert\">{error}</div>\n\
+             <form method=\"post\" action=\"{action}\">\n\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
+             <button type=\"submit\">Sign out</button>\n</form>\n",
+            error = escape_html(&error.map(ApiError::message).unwrap_or_default()),
+            action = escape_html(&self.signout_path()),
+            csrf = escape_html(csrf),
+        );
+        let status = error.map_or(StatusCode::OK, ApiError::status);
+        let mut reply = Reply {
+            status,
+            body: document("Sign out", &main).into_bytes(),
+            headers: page_headers(),
+            error_code: None,
+        };
+        reply.error_code = error.map(ApiError::kind);
+        reply
+    }
+
+    /// After signing out (or when not signed in): 303 to the sign-in page,
+    /// with `cookie_lines` (the cleared token cookies).
+    pub fn to_signin(&self, cookie_lines: Vec<String>) -> Reply {
+        let mut headers =
+            vec![(LOCATION, self.config.path.clone()), (CONTENT_TYPE, "text/html; charset=utf-8".to_owned())];
+        headers.extend(cookie_lines.into_iter().map(|line| (SET_COOKIE, line)));
+        Reply { status: StatusCode::SEE_OTHER, body: Vec::new(), headers, error_code: None }
     }
 
     /// `rd` if it may be followed, else `default_redirect`.
@@ -237,11 +282,8 @@ impl SigninPage {
     fn render(&self, status: StatusCode, rd: &str, email: &str, error: Option<&str>) -> Reply {
         let token = crate::cookies::new_csrf_value();
         let title = escape_html(&self.config.title);
-        let body = format!(
-            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n<h1>{title}</h1>\n\
-             <div id=\"signin-error\" role=\"alert\">{error}</div>\n\
+        let main = format!(
+            "<h1>{title}</h1>\n<div id=\"signin-error\" role=\"alert\">{error}</div>\n\
              <form method=\"post\" action=\"{action}\">\n\
              <input type=\"hidden\" name=\"form_token\" value=\"{token}\">\n\
              <input type=\"hidden\" name=\"rd\" value=\"{rd}\">\n\
@@ -249,7 +291,7 @@ impl SigninPage {
              <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\">\n\
              <label for=\"password\">Password</label>\n\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\n\
-             <button type=\"submit\">Sign in</button>\n</form>\n</main>\n</body>\n</html>\n",
+             <button type=\"submit\">Sign in</button>\n</form>\n",
             error = escape_html(error.unwrap_or("")),
             action = escape_html(&self.config.path),
             rd = escape_html(rd),
@@ -257,7 +299,7 @@ impl SigninPage {
         );
         let mut headers = page_headers();
         headers.push((SET_COOKIE, self.form_cookie(Some(&token))));
-        Reply { status, body: body.into_bytes(), headers, error_code: None }
+        Reply { status, body: document(&self.config.title, &main).into_bytes(), headers, error_code: None }
     }
 
     /// The form cookie: only sent back to the page itself, and only from it.
@@ -269,6 +311,16 @@ impl SigninPage {
             self.config.path
         )
     }
+}
+
+/// A whole page around the (already escaped) contents of its `<main>`.
+fn document(title: &str, main: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{main}</main>\n</body>\n</html>\n",
+        title = escape_html(title),
+    )
 }
 
 /// The headers of every page: HTML, its CSP, and no framing, sniffing or

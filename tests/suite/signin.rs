@@ -207,6 +207,42 @@ fn a_browser_signs_in_and_comes_back_to_its_page() {
     let body: Value = resp.json().unwrap();
     assert_eq!(body["headers"]["x-auth-email"], json!([ADMIN_EMAIL]), "{body}");
     assert!(body["headers"].get("cookie").is_none(), "{body}");
+
+    // Signing out: the page only shows a button carrying the token's CSRF value...
+    let signed_in = format!("{access}; {csrf}");
+    let resp = client.get(gw.url("/signin/out")).header("cookie", &signed_in).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-security-policy").starts_with("default-src 'none'"));
+    let page = resp.text().unwrap();
+    assert!(page.contains("<form method=\"post\" action=\"/signin/out\">"), "{page}");
+    let posted_csrf = hidden(&page, "csrf");
+    assert_eq!(format!("csrf_access_token={posted_csrf}"), csrf);
+    // ...which a post from elsewhere doesn't have: nothing changes.
+    let out = |value: &str| {
+        client
+            .post(gw.url("/signin/out"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("cookie", &signed_in)
+            .body(form_body(&[("csrf", value)]))
+            .send()
+            .unwrap()
+    };
+    let resp = out("0123456789abcdef0123456789abcdef");
+    assert_eq!(resp.status(), 403);
+    assert!(set_cookies(&resp).is_empty());
+    let resp = client.get(gw.url(&rd)).header("cookie", &signed_in).send().unwrap();
+    assert_eq!(resp.status(), 200, "still signed in");
+    // The page's own post signs out: cookies cleared, the token revoked.
+    let resp = out(&posted_csrf);
+    assert_eq!(resp.status(), 303);
+    assert_eq!(header(&resp, LOCATION), "/signin");
+    let lines = set_cookies(&resp);
+    assert!(lines.iter().any(|l| l.starts_with("access_token_cookie=; Max-Age=0;")), "{lines:?}");
+    let resp = client.get(gw.url(&rd)).header("accept", HTML).header("cookie", &signed_in).send().unwrap();
+    assert_eq!(resp.status(), 303, "the old cookie is revoked: back to the sign-in page");
+    // Not signed in, the sign-out page sends the browser to sign in.
+    let resp = client.get(gw.url("/signin/out")).send().unwrap();
+    assert_eq!((resp.status().as_u16(), header(&resp, LOCATION)), (303, "/signin".to_owned()));
 }
 
 #[test]
