@@ -349,7 +349,8 @@ impl BuiltIns {
                     reply.headers.into_iter().filter(|(name, _)| *name == SET_COOKIE).map(|(_, l)| l);
                 self.signin.to_signin(cleared.collect())
             }
-            Err(ApiError::MissingToken) => self.signin.to_signin(Vec::new()),
+            // Nobody (still) signed in: nothing to sign out of.
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => self.signin.to_signin(Vec::new()),
             Err(e) => self.signin.signout_page(&form.csrf, Some(&e)),
         }
     }
