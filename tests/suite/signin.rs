@@ -4,7 +4,9 @@
 //! back with the token cookies; a wrong password answered with the form and
 //! a readable error; login CSRF (a post without the page's form token)
 //! refused; every open-redirect trick in `rd` ending at `default_redirect`;
-//! and a JSON client on the same route still getting its 401.
+//! and a JSON client on the same route still getting its 401. Last, a real
+//! browser (headless Chromium driven by `tests/common/browser_signin.py`)
+//! through the whole round trip and the sign-out button.
 
 use base64::Engine;
 use reqwest::blocking::{Client, Response};
@@ -364,4 +366,49 @@ fn clients_that_want_json_still_get_the_401() {
     let resp = client.get(gw.url("/debug/echo/admin/page")).header("accept", HTML).send().unwrap();
     assert_eq!(resp.status(), 401);
     assert!(!upstream.saw("/debug/echo/any/"), "nothing reached the upstream");
+}
+
+#[test]
+fn a_real_browser_signs_in_and_out() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(
+        &upstream,
+        Options::default().config(|c| {
+            c.cookies.enabled = Some(true);
+            // Plain HTTP on loopback: a browser keeps no `Secure` cookie from it.
+            c.cookies.secure = Some(false);
+            c.signin.enabled = Some(spanned(true));
+            for route in &mut c.routes {
+                if route.get_ref().path.get_ref() == "/debug/echo/any/**" {
+                    route.get_mut().signin_redirect = Some(spanned(true));
+                }
+            }
+        }),
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/browser_signin.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .args([&gw.url(""), ADMIN_EMAIL, ADMIN_PASSWORD])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    // The script's own waits are 30 s each; this only stops a hung browser.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && stdout.trim() == "ok",
+        "the browser test failed ({}); needs chromium, chromium-driver and selenium (.ci/run installs them)\n\
+         stdout: {stdout}\nstderr: {stderr}\ngateway log:\n{}",
+        output.status,
+        gw.log()
+    );
 }
