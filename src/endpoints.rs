@@ -7,6 +7,10 @@
 //! the body: the body then carries no token, because HttpOnly is there so the
 //! page's scripts (and whatever is injected into them) can't read the tokens,
 //! and a body hands them to the very script that asked. Logout clears them.
+//!
+//! The sign-in page (`[signin]`, [`crate::signin`]) is one of them too: its
+//! post signs in through the very code `/login` does (limits, argon2,
+//! blocked accounts, the same cookies), only with a form for a body.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use crate::error::ApiError;
 use crate::http_io::{parse_json, Message, Reply};
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
+use crate::signin::{SigninForm, SigninPage};
 use crate::store::{User, UserChange, UserId};
 use crate::tokens::{new_family_id, TokenError, TokenKind};
 
@@ -39,6 +44,10 @@ pub enum Endpoint {
     UserTokens(Option<UserId>),
     /// The public keys that verify this gateway's tokens.
     Jwks,
+    /// `[signin] path`: the HTML sign-in page (`GET`) and its form (`POST`).
+    Signin,
+    /// `{signin}/out`: the sign-out button (`GET`) and its post (`POST`).
+    Signout,
 }
 
 impl Endpoint {
@@ -51,6 +60,8 @@ impl Endpoint {
             Endpoint::User(_) => "user",
             Endpoint::UserTokens(_) => "user_tokens",
             Endpoint::Jwks => "jwks",
+            Endpoint::Signin => "signin",
+            Endpoint::Signout => "signout",
         }
     }
 }
@@ -105,6 +116,7 @@ pub struct BuiltIns {
     accounts: Accounts,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
+    signin: SigninPage,
 }
 
 impl BuiltIns {
@@ -114,8 +126,14 @@ impl BuiltIns {
         accounts: Accounts,
         limiter: Arc<LoginLimiter>,
         metrics: Arc<Metrics>,
+        signin: SigninPage,
     ) -> Self {
-        BuiltIns { paths, auth, accounts, limiter, metrics }
+        BuiltIns { paths, auth, accounts, limiter, metrics, signin }
+    }
+
+    /// The sign-in page's path, when `[signin]` is on.
+    pub fn signin_path(&self) -> Option<&str> {
+        self.signin.enabled().then(|| self.signin.path())
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -149,6 +167,10 @@ impl BuiltIns {
             Some(Endpoint::Register)
         } else if is(&p.jwks) {
             Some(Endpoint::Jwks)
+        } else if self.signin_path().is_some_and(is) {
+            Some(Endpoint::Signin)
+        } else if self.signin.enabled() && is(&self.signin.signout_path()) {
+            Some(Endpoint::Signout)
         } else {
             let prefix = path.get(..p.users.len()).filter(|head| head.eq_ignore_ascii_case(&p.users))?;
             let rest = path[prefix.len()..].strip_prefix('/')?;
@@ -166,6 +188,7 @@ impl BuiltIns {
         &self,
         endpoint: Endpoint,
         request: Presented<'_>,
+        query: Option<&str>,
         body: &[u8],
         client: Option<IpAddr>,
     ) -> Reply {
@@ -174,6 +197,9 @@ impl BuiltIns {
             Endpoint::User(_) => *method == Method::GET || *method == Method::DELETE,
             Endpoint::UserTokens(_) => *method == Method::DELETE,
             Endpoint::Jwks => *method == Method::GET || *method == Method::HEAD,
+            Endpoint::Signin | Endpoint::Signout => {
+                *method == Method::GET || *method == Method::HEAD || *method == Method::POST
+            }
             _ => *method == Method::POST,
         };
         if !allowed {
@@ -181,18 +207,23 @@ impl BuiltIns {
         }
         // Every built-in endpoint but the key set reads the store for real (even
         // with `fail_open`, which only lets proxied requests use a cached copy).
-        if endpoint != Endpoint::Jwks && !self.accounts.is_reachable() {
-            return Reply::error(&ApiError::StoreUnavailable);
+        // The sign-in page itself needs nothing from the store; its post does.
+        let page_only = endpoint == Endpoint::Signin && *method != Method::POST;
+        if page_only {
+            return self.signin.serve(query);
         }
-        if matches!(endpoint, Endpoint::Register | Endpoint::Login) {
+        if endpoint != Endpoint::Jwks && !self.accounts.is_reachable() {
+            return self.answer_error(endpoint, &ApiError::StoreUnavailable, body);
+        }
+        if matches!(endpoint, Endpoint::Register | Endpoint::Login | Endpoint::Signin) {
             if let Err(e) = self.limiter.check_ip(client).await {
                 e.log();
                 let e = ApiError::from(e);
                 tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
-                if endpoint == Endpoint::Login {
+                if endpoint != Endpoint::Register {
                     self.metrics.logins.with_label_values(&[e.code()]).inc();
                 }
-                return Reply::error(&e);
+                return self.answer_error(endpoint, &e, body);
             }
         }
         match endpoint {
@@ -219,6 +250,16 @@ impl BuiltIns {
                 }
                 result.unwrap_or_else(|e| Reply::error(&e))
             }
+            Endpoint::Signin => {
+                let form = SigninForm::parse(request.headers, body);
+                let result = match &form {
+                    Ok(form) => self.sign_in(request, form, client).await,
+                    Err(e) => Err(e.clone()),
+                };
+                self.metrics.logins.with_label_values(&[result_label(&result)]).inc();
+                result.unwrap_or_else(|e| self.answer_error(endpoint, &e, body))
+            }
+            Endpoint::Signout => self.sign_out(request, body).await,
             Endpoint::Logout => self.logout(request, body).await.unwrap_or_else(|e| Reply::error(&e)),
             Endpoint::User(id) if *method == Method::GET => {
                 Reply::from_result(StatusCode::OK, self.show_user(request, id).await)
@@ -260,10 +301,86 @@ impl BuiltIns {
                 "a login that sets cookies must be sent with Content-Type: application/json".into(),
             ));
         }
-        let user = self.accounts.login(&self.limiter, &email, password, client).await?;
+        self.log_in(&email, password, client, cookies).await
+    }
+
+    /// The one way in by password, for `/login` and the sign-in page alike:
+    /// the login limits, the password check and blocked accounts
+    /// ([`Accounts::login`]), then a fresh session's tokens ([`Self::issue`]).
+    async fn log_in(
+        &self,
+        email: &str,
+        password: String,
+        client: Option<IpAddr>,
+        cookies: bool,
+    ) -> Result<Reply, ApiError> {
+        let user = self.accounts.login(&self.limiter, email, password, client).await?;
         let reply = self.issue(&user, true, &new_family_id(), cookies)?;
         tracing::info!(user_id = user.id, "login succeeded");
         Ok(reply)
+    }
+
+    /// `POST {signin}`: the form token first (login CSRF), then [`Self::log_in`]
+    /// with cookies, then 303 to the form's `rd` if it may be followed.
+    async fn sign_in(
+        &self,
+        request: Presented<'_>,
+        form: &SigninForm,
+        client: Option<IpAddr>,
+    ) -> Result<Reply, ApiError> {
+        if !self.signin.form_token_matches(request.headers, &form.form_token) {
+            return Err(ApiError::SigninFormRefused);
+        }
+        let session = self.log_in(&form.email, form.password.clone(), client, true).await?;
+        if session.status != StatusCode::OK {
+            return Err(ApiError::Internal);
+        }
+        let cookies =
+            session.headers.into_iter().filter(|(name, _)| *name == SET_COOKIE).map(|(_, line)| line);
+        Ok(self.signin.signed_in(&self.signin.redirect_target(&form.rd), cookies.collect()))
+    }
+
+    /// `{signin}/out`: a `GET` shows the button (with the access token's
+    /// CSRF value to post back), a `POST` is `/logout` with the posted value
+    /// as the CSRF header. Not signed in: off to the sign-in page.
+    async fn sign_out(&self, request: Presented<'_>, body: &[u8]) -> Reply {
+        if *request.method != Method::POST {
+            return match self.auth.require_access(request).await {
+                Ok(auth) => self.signin.signout_page(auth.claims.csrf.as_deref().unwrap_or(""), None),
+                Err(_) => self.signin.to_signin(Vec::new()),
+            };
+        }
+        let form = match SigninForm::parse(request.headers, body) {
+            Ok(form) => form,
+            Err(e) => return self.signin.signout_page("", Some(&e)),
+        };
+        let credentials =
+            crate::cookies::Credentials { csrf: Some(form.csrf.clone()), ..request.credentials.clone() };
+        let posted = Presented { credentials: &credentials, ..request };
+        match self.logout(posted, b"").await {
+            Ok(reply) => {
+                let cleared =
+                    reply.headers.into_iter().filter(|(name, _)| *name == SET_COOKIE).map(|(_, l)| l);
+                self.signin.to_signin(cleared.collect())
+            }
+            // Nobody (still) signed in: nothing to sign out of.
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => self.signin.to_signin(Vec::new()),
+            Err(e) => self.signin.signout_page(&form.csrf, Some(&e)),
+        }
+    }
+
+    /// A refusal: JSON, or for the sign-in form the page again with the error.
+    fn answer_error(&self, endpoint: Endpoint, error: &ApiError, body: &[u8]) -> Reply {
+        if endpoint != Endpoint::Signin {
+            return Reply::error(error);
+        }
+        // What the form carried, to keep the email and `rd` (never the password).
+        let content_type = http::HeaderMap::from_iter([(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )]);
+        let form = SigninForm::parse(&content_type, body).unwrap_or_default();
+        self.signin.refused(error, &form)
     }
 
     async fn refresh(&self, request: Presented<'_>, body: &[u8]) -> Result<Reply, ApiError> {

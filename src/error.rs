@@ -22,6 +22,10 @@ pub enum ApiError {
     ConflictingCredentials,
     #[error("the CSRF check failed: a request authenticated by a cookie must send the CSRF cookie's value in the CSRF header")]
     CsrfFailed,
+    /// A sign-in form post without the form token its page was served with
+    /// (login CSRF: another site signing the browser in as someone else).
+    #[error("this sign-in form has expired or was not sent from this site; reload the page and try again")]
+    SigninFormRefused,
     #[error("the token is malformed, has a bad signature, or was not issued by this gateway")]
     InvalidToken,
     #[error("the token has expired; log in again or use your refresh token")]
@@ -152,7 +156,8 @@ impl ApiError {
             | CorsRefused(_)
             | NotYourAccount
             | RegistrationDisabled
-            | CsrfFailed => StatusCode::FORBIDDEN,
+            | CsrfFailed
+            | SigninFormRefused => StatusCode::FORBIDDEN,
             UserNotFound | NotFound => StatusCode::NOT_FOUND,
             EmailTaken | UsernameTaken => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -201,6 +206,7 @@ impl ApiError {
             DuplicateAuthorization => ErrorCode::DuplicateAuthorization,
             ConflictingCredentials => ErrorCode::ConflictingCredentials,
             CsrfFailed => ErrorCode::CsrfFailed,
+            SigninFormRefused => ErrorCode::SigninFormRefused,
             InvalidToken => ErrorCode::InvalidToken,
             TokenExpired => ErrorCode::TokenExpired,
             TokenNotYetValid => ErrorCode::TokenNotYetValid,
@@ -319,6 +325,7 @@ pub enum ErrorCode {
     DuplicateAuthorization,
     ConflictingCredentials,
     CsrfFailed,
+    SigninFormRefused,
     InvalidToken,
     TokenExpired,
     TokenNotYetValid,
@@ -368,6 +375,7 @@ impl ErrorCode {
             ErrorCode::DuplicateAuthorization => "duplicate_authorization",
             ErrorCode::ConflictingCredentials => "conflicting_credentials",
             ErrorCode::CsrfFailed => "csrf_failed",
+            ErrorCode::SigninFormRefused => "signin_form_refused",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TokenNotYetValid => "token_not_yet_valid",

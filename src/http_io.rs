@@ -216,10 +216,14 @@ mod io {
         session.write_response_header(Box::new(header), true).await
     }
 
-    /// Writes a complete JSON response, keeping the connection reusable.
+    /// Writes a complete response (JSON unless its headers name another
+    /// content type), keeping the connection reusable.
     pub(crate) async fn write_reply(session: &mut Session, reply: &Reply, request_id: &str) -> Result<()> {
         let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
-        header.insert_header(CONTENT_TYPE, "application/json")?;
+        // JSON unless the reply names its own (the sign-in page's HTML).
+        if !reply.headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+            header.insert_header(CONTENT_TYPE, "application/json")?;
+        }
         header.insert_header(CONTENT_LENGTH, reply.body.len().to_string())?;
         header.insert_header(CACHE_CONTROL, "no-store")?;
         header.insert_header(REQUEST_ID, request_id)?;

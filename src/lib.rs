@@ -24,6 +24,7 @@
 //! - [`limits`]: login and registration limits, local or shared.
 //! - [`endpoints`]: `/register`, `/login`, `/refresh`, `/logout` and the key
 //!   set; [`admin`]: the operator API, whose typed operations the CLI shares.
+//! - [`signin`]: the HTML sign-in page, its redirect and login-CSRF rules.
 //! - [`http_io`]: bodies in, JSON answers out, for the gateway's own endpoints.
 //! - [`proxy`]: the pingora phases; [`upstreams`]: balancing and health.
 //! - [`error`]: every refusal and its one HTTP mapping; [`metrics`].
@@ -56,6 +57,7 @@ pub mod request;
 pub mod roles;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod signin;
 #[cfg(feature = "server")]
 pub mod startup;
 pub mod store;

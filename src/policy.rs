@@ -240,6 +240,9 @@ pub struct Route {
     /// the gateway (see [`crate::cors`]). Off [`Rule`] like `budget`: it
     /// changes what a browser may read, never what the policy decides.
     pub cors: Option<Arc<crate::cors::Cors>>,
+    /// `signin_redirect`: a browser refused for want of a valid token is
+    /// sent to the sign-in page instead (see [`crate::signin`]).
+    pub signin_redirect: bool,
     /// Position in the config file, for tie-breaks and for logs.
     pub index: usize,
 }
@@ -411,6 +414,7 @@ mod tests {
             rule: Rule { policy, require_fresh: false, roles: None, assertion: false, websocket: false },
             budget: None,
             cors: None,
+            signin_redirect: false,
             index,
         }
     }

@@ -31,6 +31,7 @@ use crate::limits::routes::SharedBudgets;
 use crate::limits::{LoginLimiter, RouteLimiter, SharedLimits};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
+use crate::signin::SigninPage;
 use crate::startup::{prepare, Prepared, StartupError};
 use crate::store::{RedisStore, Retention, SledStore, Store, StoreError};
 use crate::upstreams::UpstreamError;
@@ -75,6 +76,7 @@ pub fn run(
         accounts.clone(),
         Arc::clone(&limiter),
         Arc::clone(&metrics),
+        SigninPage::new(config.signin.clone(), &config.cookies),
     );
     let gateway = Gateway::new(
         Arc::clone(&live),

@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub endpoints: EndpointsSection,
     #[serde(default)]
     pub cookies: CookiesSection,
+    /// The gateway's own HTML sign-in page (see [`crate::signin`]).
+    #[serde(default)]
+    pub signin: SigninSection,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
@@ -321,6 +324,22 @@ pub struct CookiesSection {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct SigninSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<Spanned<String>>,
+    /// Origins (`"https://app.example.com"`) an absolute `rd` may go to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_allowlist: Option<Vec<Spanned<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_redirect: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicySection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Spanned<String>>,
@@ -363,6 +382,10 @@ pub struct RouteEntry {
     pub cors_max_age: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A browser (GET/HEAD asking for `text/html`) without a valid token is
+    /// sent to the sign-in page instead of getting the 401 JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signin_redirect: Option<Spanned<bool>>,
 }
 
 /// `[cors]`: what every route's `cors_*` keys default to. With `origins`

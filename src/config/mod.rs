@@ -19,6 +19,7 @@ mod passwords;
 mod routes;
 mod secrets;
 mod server;
+mod signin;
 mod store;
 mod tokens;
 mod upstream;
@@ -35,6 +36,7 @@ pub use logging::{LogConfig, LogFormat};
 pub use passwords::PasswordConfig;
 pub use secrets::{Secret, SecretError, SecretSource, MIN_SECRET_BYTES};
 pub use server::{Alpn, RequestRules, ServerConfig, TlsConfig};
+pub use signin::SigninConfig;
 pub use store::{
     check_redis_url, RedisConfig, RedisTarget, RedisUrlError, StoreBackend, StoreConfig, WhenUnreachable,
 };
@@ -79,6 +81,8 @@ pub struct Config {
     pub endpoints: EndpointConfig,
     /// `[cookies]`: tokens in cookies for browsers (off by default).
     pub cookies: CookieConfig,
+    /// `[signin]`: the HTML sign-in page (off by default; needs `[cookies]`).
+    pub signin: SigninConfig,
     pub limits: LimitsConfig,
     pub routes: RouteTable,
 }
@@ -119,6 +123,7 @@ impl Config {
             passwords,
             endpoints,
             cookies,
+            signin,
             limits,
             policy,
             cors,
@@ -134,7 +139,8 @@ impl Config {
         let passwords = PasswordConfig::from_file(passwords)?;
         let endpoints = EndpointConfig::from_file(endpoints)?;
         let cookies = CookieConfig::from_file(cookies, &endpoints.refresh)?;
-        let routes = routes::route_table(policy, &cors, routes, &upstream)?;
+        let signin = SigninConfig::from_file(signin, &cookies, &endpoints)?;
+        let routes = routes::route_table(policy, &cors, routes, &upstream, signin.enabled)?;
         Ok(Config {
             source: path.to_owned(),
             server,
@@ -146,6 +152,7 @@ impl Config {
             passwords,
             endpoints,
             cookies,
+            signin,
             limits,
             routes,
         })
@@ -443,6 +450,61 @@ access_ttl = "15m"
             assert_eq!((err.line, err.column), (line, column), "{extra}: {err}");
             assert!(err.message.contains(complaint), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn signin_is_off_by_default_and_needs_cookies() {
+        let s = parse(MINIMAL).unwrap().signin;
+        assert!(!s.enabled);
+        assert_eq!(
+            (s.path.as_str(), s.title.as_str(), s.default_redirect.as_str()),
+            ("/signin", "Sign in", "/")
+        );
+        assert!(s.redirect_allowlist.is_empty());
+
+        let err = parse(&format!("{MINIMAL}\n[signin]\nenabled = true\n")).unwrap_err();
+        assert_eq!((err.line, err.column), (9, 11), "{err}");
+        assert!(err.message.contains("needs [cookies] enabled = true"), "{err}");
+
+        let s = parse(&format!(
+            "{MINIMAL}\n[cookies]\nenabled = true\n[signin]\nenabled = true\npath = \"/auth/signin\"\ntitle = \"Acme\"\nredirect_allowlist = [\"https://app.example.com\", \"http://localhost:3000/\"]\ndefault_redirect = \"https://app.example.com/home\"\n"
+        ))
+        .unwrap()
+        .signin;
+        assert!(s.enabled);
+        assert_eq!((s.path.as_str(), s.title.as_str()), ("/auth/signin", "Acme"));
+        assert_eq!(s.redirect_allowlist, ["https://app.example.com", "http://localhost:3000"]);
+        assert_eq!(s.default_redirect, "https://app.example.com/home");
+    }
+
+    #[test]
+    fn bad_signin_settings_are_refused_at_their_value() {
+        for (extra, column, complaint) in [
+            ("path = \"signin\"", 8, "is a plain path"),
+            ("path = \"/signin/\"", 8, "is a plain path"),
+            ("path = \"/Login\"", 8, "already a built-in endpoint's path"),
+            ("title = \"\"", 9, "between 1 and 200 characters"),
+            ("redirect_allowlist = [\"https://app.example.com/x\"]", 23, "is not an origin"),
+            ("redirect_allowlist = [\"HTTPS://App.example.com\"]", 23, "is not an origin"),
+            ("redirect_allowlist = [\"javascript:alert(1)\"]", 23, "is not an origin"),
+            ("default_redirect = \"//evil.com\"", 20, "must be a path starting with a single `/`"),
+            ("default_redirect = \"https://evil.com/\"", 20, "redirect_allowlist"),
+        ] {
+            let text = format!("{MINIMAL}\n[cookies]\nenabled = true\n[signin]\n{extra}\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!((err.line, err.column), (11, column), "{extra}: {err}");
+            assert!(err.message.contains(complaint), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn signin_redirect_routes_need_the_signin_page() {
+        let route = "\n[[routes]]\npath = \"/app/**\"\npolicy = \"any\"\nsignin_redirect = true\n";
+        let err = parse(&format!("{MINIMAL}{route}")).unwrap_err();
+        assert_eq!((err.line, err.column), (11, 19), "{err}");
+        assert!(err.message.contains("needs [signin] enabled = true"), "{err}");
+        let on = "\n[cookies]\nenabled = true\n[signin]\nenabled = true\n";
+        assert!(parse(&format!("{MINIMAL}{on}{route}")).is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(super) fn route_table(
     cors_defaults: &file::CorsSection,
     routes: Vec<Spanned<file::RouteEntry>>,
     upstream: &UpstreamConfig,
+    signin_enabled: bool,
 ) -> Result<RouteTable, Invalid> {
     let assertion = upstream.assertion;
     let default_policy = match policy.default {
@@ -39,7 +40,7 @@ pub(super) fn route_table(
     let compiled = routes
         .into_iter()
         .enumerate()
-        .map(|(index, entry)| route(index, entry, cors_defaults, upstream))
+        .map(|(index, entry)| route(index, entry, cors_defaults, upstream, signin_enabled))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RouteTable::new(compiled, default_rule))
 }
@@ -49,6 +50,7 @@ fn route(
     entry: Spanned<file::RouteEntry>,
     cors_defaults: &file::CorsSection,
     upstream: &UpstreamConfig,
+    signin_enabled: bool,
 ) -> Result<Route, Invalid> {
     let assertion = upstream.assertion;
     let entry_span = entry.span();
@@ -87,6 +89,16 @@ fn route(
                 .into(),
         });
     }
+    let signin_redirect = match &entry.signin_redirect {
+        Some(v) if *v.get_ref() && !signin_enabled => {
+            return Err(Invalid::at(
+                v,
+                "`signin_redirect = true` needs [signin] enabled = true: there is no sign-in page to send browsers to",
+            ))
+        }
+        Some(v) => *v.get_ref(),
+        None => false,
+    };
     let cors = cors(&entry, cors_defaults, policy, &methods)?;
     let budget = budget(entry.rate, entry.burst, policy, &pattern, &methods)?;
     Ok(Route {
@@ -101,6 +113,7 @@ fn route(
         },
         budget,
         cors,
+        signin_redirect,
         index,
     })
 }

@@ -40,6 +40,7 @@ use crate::limits::{Caller, RouteLimiter};
 use crate::metrics::Metrics;
 use crate::policy::{RouteLabel, RouteTable};
 use crate::request::asks_to_close;
+use crate::signin;
 use crate::upstreams::{UpstreamError, UpstreamPool};
 
 pub use ctx::{Outcome, PolicyLabel, RequestCtx};
@@ -132,6 +133,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
+        query: Option<&str>,
     ) -> Result<bool> {
         ctx.route = RouteLabel::Fixed(endpoint.label());
         ctx.policy = PolicyLabel::Builtin;
@@ -146,7 +148,7 @@ impl Gateway {
                         method: &method,
                         credentials: &ctx.credentials,
                     };
-                    self.builtins.handle(endpoint, request, &body, client).await
+                    self.builtins.handle(endpoint, request, query, &body, client).await
                 }
                 Err(e) => Reply::error(&e),
             };
@@ -170,6 +172,34 @@ impl Gateway {
         } else {
             write_reply(session, &with_cors(Reply::error(error), ctx), &ctx.request_id).await?;
         }
+        Ok(true)
+    }
+}
+
+impl Gateway {
+    /// A browser refused for want of a valid token on a `signin_redirect`
+    /// route: 303 to the sign-in page instead of the 401. Still a refusal
+    /// (logged and counted as one); nothing reaches the upstream.
+    async fn send_to_signin(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: &ApiError,
+        location: String,
+    ) -> Result<bool> {
+        ctx.outcome = Outcome::Refused;
+        ctx.refusal = Some(error.kind());
+        self.metrics.refusals.with_label_values(&[ctx.route.as_str(), error.code()]).inc();
+        let reply = Reply {
+            status: StatusCode::SEE_OTHER,
+            body: Vec::new(),
+            headers: vec![
+                (http::header::LOCATION, location),
+                (http::header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            ],
+            error_code: Some(error.kind()),
+        };
+        write_reply(session, &with_cors(reply, ctx), &ctx.request_id).await?;
         Ok(true)
     }
 }
@@ -218,7 +248,7 @@ impl ProxyHttp for Gateway {
         if let Some(endpoint) = self.builtins.route(&target.path) {
             // Boxed: the built-in endpoints' futures nest deep enough to
             // overflow the compiler's layout query depth inline.
-            return Box::pin(self.answer_builtin(session, ctx, endpoint)).await;
+            return Box::pin(self.answer_builtin(session, ctx, endpoint, target.query.as_deref())).await;
         }
 
         let method = session.req_header().method.clone();
@@ -246,7 +276,16 @@ impl ProxyHttp for Gateway {
             .observe(decided.elapsed().as_secs_f64());
         let identity = match decision {
             Ok(identity) => identity,
-            Err(e) => return self.refuse(session, ctx, &e).await,
+            Err(e) => {
+                let to_signin = matched.route.is_some_and(|r| r.signin_redirect)
+                    && e.status() == StatusCode::UNAUTHORIZED
+                    && signin::wants_html(&method, &session.req_header().headers);
+                if let (true, Some(path)) = (to_signin, self.builtins.signin_path()) {
+                    let location = signin::signin_location(path, &target.to_origin_form());
+                    return self.send_to_signin(session, ctx, &e, location).await;
+                }
+                return self.refuse(session, ctx, &e).await;
+            }
         };
         // A browser's WebSocket comes with the user's cookies from whichever
         // page opened it: judged on its Origin before it spends anything.

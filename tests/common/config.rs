@@ -43,6 +43,7 @@ pub fn route(path: &str, methods: &[&str], policy: &str) -> Spanned<RouteEntry> 
         cors_credentials: None,
         cors_max_age: None,
         cors_expose_headers: None,
+        signin_redirect: None,
     })
 }
 
@@ -102,6 +103,7 @@ pub fn standard(
         },
         endpoints: EndpointsSection { max_body_bytes: Some(spanned(2048)), ..EndpointsSection::default() },
         cookies: Default::default(),
+        signin: Default::default(),
         limits: Default::default(),
         policy: Default::default(),
         cors: Default::default(),

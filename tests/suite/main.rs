@@ -34,5 +34,6 @@ mod lenient;
 mod operations;
 mod roles;
 mod scale_out;
+mod signin;
 mod store_contract;
 mod websocket;
