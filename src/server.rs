@@ -56,6 +56,9 @@ pub fn run(
     shutdown: Box<dyn ShutdownSignalWatch>,
 ) -> Result<(), StartupError> {
     let Prepared { admin_token, passwords, live, tokens, tls, server_conf } = prepare(&config)?;
+    if !options.upgrade {
+        crate::startup::check_listen_addresses(&config)?;
+    }
     let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     // With --upgrade this receives the listening sockets from the old process.

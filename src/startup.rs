@@ -36,6 +36,23 @@ pub enum StartupError {
     Keys(#[from] KeyError),
     #[error("cannot set up TLS on {addr}: {message}")]
     Tls { addr: SocketAddr, message: String },
+    /// A listen address can't be bound (another process has it, or it isn't
+    /// this host's): pingora would retry it forever while answering ready.
+    #[error("cannot listen on {addr}: {source} (is another gateway or program using it?)")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Binds every address the gateway will listen on for a moment, and lets go:
+/// a taken one is a start-up error with its address, where pingora would log
+/// "will try again" every second forever. (std sets `SO_REUSEADDR`, so a
+/// port left in TIME_WAIT by a previous run is not mistaken for a taken one.)
+/// Not during `--upgrade`, whose listeners come from the running gateway.
+pub fn check_listen_addresses(config: &Config) -> Result<(), StartupError> {
+    let tls = config.server.tls.iter().flat_map(|tls| tls.listen.iter());
+    for &addr in config.server.listen.iter().chain(tls).chain(std::iter::once(&config.admin.listen)) {
+        std::net::TcpListener::bind(addr).map_err(|source| StartupError::Listen { addr, source })?;
+    }
+    Ok(())
 }
 
 /// The secrets the config names, loaded.

@@ -232,6 +232,17 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn lifecycle_durations_are_whole_seconds() {
+        let server = |extra: &str| parse(&format!("[server]\n{extra}{MINIMAL}"));
+        assert_eq!(server("grace_period = \"2s\"\n").unwrap().server.grace_period, Duration::from_secs(2));
+        for key in ["grace_period", "shutdown_timeout"] {
+            let err = server(&format!("{key} = \"100ms\"\n")).unwrap_err();
+            assert_eq!(err.line, 2, "{err}");
+            assert!(err.message.contains("must be whole seconds"), "{err}");
+        }
+    }
+
+    #[test]
     fn protocols_are_checked_together_with_tls() {
         let upstream = |extra: &str| parse(&MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{extra}")));
         let c = upstream("").unwrap();

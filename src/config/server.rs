@@ -132,8 +132,12 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen,
             threads,
-            grace_period: duration_or(section.grace_period, defaults.grace_period)?,
-            shutdown_timeout: duration_or(section.shutdown_timeout, defaults.shutdown_timeout)?,
+            grace_period: whole_seconds(section.grace_period, defaults.grace_period, "server.grace_period")?,
+            shutdown_timeout: whole_seconds(
+                section.shutdown_timeout,
+                defaults.shutdown_timeout,
+                "server.shutdown_timeout",
+            )?,
             tls,
             h2c: section.h2c.unwrap_or(defaults.h2c),
             upgrade_socket: base.join(upgrade_socket),
@@ -209,6 +213,22 @@ impl RequestRules {
                 "server.header_timeout",
             )?,
         })
+    }
+}
+
+/// A duration pingora counts in whole seconds: `"100ms"` would silently be
+/// 0 s, so it is refused at its line instead.
+fn whole_seconds(value: Option<Spanned<String>>, default: Duration, key: &str) -> Result<Duration, Invalid> {
+    let duration = duration_or(value.clone(), default)?;
+    match value {
+        Some(v) if duration.subsec_nanos() != 0 => Err(Invalid::at(
+            &v,
+            format!(
+                "{key} must be whole seconds (pingora counts seconds), e.g. \"1s\" rather than \"{}\"",
+                v.get_ref()
+            ),
+        )),
+        _ => Ok(duration),
     }
 }
 

@@ -52,7 +52,11 @@ def sign_in(driver, email, password):
     field.clear()
     field.send_keys(email)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    button.click()
+    # The answer is a new page: wait until this one is gone, so nothing after
+    # this reads (or types into) the old page on a slow machine.
+    wait.until(ec.staleness_of(button))
 
 
 def main():
@@ -84,6 +88,7 @@ def main():
         driver.get(base + "/signin/out")
         button = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]")))
         button.click()
+        wait.until(ec.staleness_of(button))
         wait.until(lambda d: urlsplit(d.current_url).path == "/signin")
 
         driver.get(base + protected)

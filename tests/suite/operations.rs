@@ -275,3 +275,22 @@ fn tls_listener_terminates_tls() {
     assert_eq!(resp.status(), 200);
     drop(gw);
 }
+
+/// A second gateway started on a taken address exits at once, non-zero,
+/// naming the address, instead of retrying forever while answering ready.
+#[test]
+fn a_gateway_on_a_taken_address_exits_with_a_clear_error() {
+    let upstream = Upstream::start();
+    let first = Gateway::start(&upstream, Options::default());
+    let started = Instant::now();
+    let out = first.command().arg("serve").stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(!out.status.success(), "the second gateway started");
+    assert!(started.elapsed() < Duration::from_secs(10), "it took {:?} to give up", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", first.addr)) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    assert_eq!(first.get("/items", None).0, 200);
+}
