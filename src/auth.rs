@@ -52,6 +52,16 @@ pub struct Presented<'a> {
     pub credentials: &'a Credentials,
 }
 
+impl Presented<'_> {
+    /// Where the request's access token comes from, by the same rule the
+    /// decision used ([`presented_token`]); `None` when it presents none, or
+    /// presents them in a way the decision refused.
+    pub fn access_source(&self) -> Option<Source> {
+        let header = bearer_token(self.headers).ok()?;
+        presented_token(header, &self.credentials.access).ok().flatten().map(|(_, source)| source)
+    }
+}
+
 /// Where a request's token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

@@ -507,7 +507,7 @@ impl BuiltIns {
             for claims in refresh_claims.iter().chain(cookie_claims.iter()) {
                 self.accounts.revoke(claims).await?;
             }
-            if presented_by_cookie(&request) {
+            if request.access_source() == Some(Source::Cookie) {
                 // The refresh cookie's path keeps it from /logout, and a page
                 // can't read it to send it: end the whole login session, so
                 // the refresh token stays in the browser but works nowhere.
@@ -575,9 +575,4 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
     })
-}
-
-/// Whether the access token came from the access cookie (no `Authorization`).
-fn presented_by_cookie(request: &Presented<'_>) -> bool {
-    !request.credentials.access.is_absent() && !request.headers.contains_key(http::header::AUTHORIZATION)
 }

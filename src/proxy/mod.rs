@@ -30,7 +30,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::{Authenticator, Presented};
+use crate::auth::{Authenticator, Presented, Source};
 use crate::config::{LimitsConfig, RequestRules, Selection, UpstreamConfig};
 use crate::cors;
 use crate::endpoints::{BuiltIns, Endpoint};
@@ -164,15 +164,26 @@ impl Gateway {
     /// Writes the refusal of a proxied request: the one place they are
     /// answered, so the one place they are counted.
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ApiError) -> Result<bool> {
+        self.count_refusal(ctx, error);
+        write_refusal(session, ctx, error).await?;
+        Ok(true)
+    }
+
+    /// Marks the request refused for the access log and counts it.
+    fn count_refusal(&self, ctx: &mut RequestCtx, error: &ApiError) {
         ctx.outcome = Outcome::Refused;
         ctx.refusal = Some(error.kind());
         self.metrics.refusals.with_label_values(&[ctx.route.as_str(), error.code()]).inc();
-        if ctx.grpc {
-            write_grpc_error(session, error, &ctx.request_id).await?;
-        } else {
-            write_reply(session, &with_cors(Reply::error(error), ctx), &ctx.request_id).await?;
-        }
-        Ok(true)
+    }
+}
+
+/// Writes a refusal as the client reads one: a gRPC error to a gRPC call,
+/// else the JSON answer with the route's CORS headers.
+async fn write_refusal(session: &mut Session, ctx: &RequestCtx, error: &ApiError) -> Result<()> {
+    if ctx.grpc {
+        write_grpc_error(session, error, &ctx.request_id).await
+    } else {
+        write_reply(session, &with_cors(Reply::error(error), ctx), &ctx.request_id).await
     }
 }
 
@@ -187,9 +198,7 @@ impl Gateway {
         error: &ApiError,
         location: String,
     ) -> Result<bool> {
-        ctx.outcome = Outcome::Refused;
-        ctx.refusal = Some(error.kind());
-        self.metrics.refusals.with_label_values(&[ctx.route.as_str(), error.code()]).inc();
+        self.count_refusal(ctx, error);
         let reply = Reply {
             status: StatusCode::SEE_OTHER,
             body: Vec::new(),
@@ -390,11 +399,7 @@ impl ProxyHttp for Gateway {
         // off makes the answer say `Connection: close`, so clients don't reuse it.
         session.set_keepalive(None);
         if session.response_written().is_none() {
-            let _ = if ctx.grpc {
-                write_grpc_error(session, &error, &ctx.request_id).await
-            } else {
-                write_reply(session, &with_cors(Reply::error(&error), ctx), &ctx.request_id).await
-            };
+            let _ = write_refusal(session, ctx, &error).await;
         }
         FailToProxy { error_code: error.status().as_u16(), can_reuse_downstream: false }
     }
@@ -546,9 +551,12 @@ fn cookie_response_rules(session: &Session, response: &mut ResponseHeader, ctx: 
     if ctx.cors.is_none() {
         response.remove_header("access-control-allow-credentials");
     }
+    let request = session.req_header();
+    let presented =
+        Presented { headers: &request.headers, method: &request.method, credentials: &ctx.credentials };
     let by_cookie = ctx.identity.is_some()
         && !ctx.credentials.access.is_absent()
-        && !session.req_header().headers.contains_key(http::header::AUTHORIZATION);
+        && presented.access_source() == Some(Source::Cookie);
     if !by_cookie {
         return Ok(());
     }
