@@ -157,9 +157,14 @@ async fn read_head(
     }
 }
 
-/// A blank line ends the header section (CRLF, or bare LF as httparse allows).
+/// A blank line ends the header section: a line feed followed by another, or
+/// by CRLF (httparse takes CRLF and bare LF line ends alike). Searched with
+/// `memchr`: a header section has a few dozen line feeds among hundreds of bytes.
 fn blank_line(buf: &[u8]) -> bool {
-    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
+    memchr::memchr_iter(b'\n', buf).any(|i| match &buf[i + 1..] {
+        [b'\n', ..] | [b'\r', b'\n', ..] => true,
+        _ => false,
+    })
 }
 
 /// Answers a refusal on the raw connection and closes it.
@@ -176,4 +181,20 @@ async fn refuse(stream: &mut Stream, error: &ApiError) {
     let _ = stream.write_all(&body).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blank_line;
+
+    #[test]
+    fn a_blank_line_ends_the_header_section_whatever_the_line_ends() {
+        assert!(blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(blank_line(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(blank_line(b"GET / HTTP/1.1\nHost: a\n\r\nbody"));
+        assert!(!blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!blank_line(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+        assert!(!blank_line(b"GET / HTTP/1.1\r\nHost: a\r\r\n"));
+        assert!(!blank_line(b""));
+    }
 }

@@ -165,6 +165,24 @@ pub(super) fn request_id(request: &RequestHeader) -> String {
     let mut values = request.headers.get_all(REQUEST_ID).iter();
     match (values.next(), values.next()) {
         (Some(v), None) if valid(&v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        _ => format!("{:032x}", rand::random::<u128>()),
+        _ => new_request_id(rand::random::<u128>()),
+    }
+}
+
+/// 128 bits as 32 lower-case hex digits (what `format!("{:032x}")` writes,
+/// without the formatting machinery on every request).
+fn new_request_id(bits: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits: Vec<u8> = (0..32).rev().map(|i| HEX[((bits >> (i * 4)) & 0xf) as usize]).collect();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_new_request_id_is_the_bits_in_hex() {
+        for bits in [0, 1, 0xdead_beef, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(super::new_request_id(bits), format!("{bits:032x}"));
+        }
     }
 }
