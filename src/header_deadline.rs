@@ -161,10 +161,7 @@ async fn read_head(
 /// by CRLF (httparse takes CRLF and bare LF line ends alike). Searched with
 /// `memchr`: a header section has a few dozen line feeds among hundreds of bytes.
 fn blank_line(buf: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', buf).any(|i| match &buf[i + 1..] {
-        [b'\n', ..] | [b'\r', b'\n', ..] => true,
-        _ => false,
-    })
+    memchr::memchr_iter(b'\n', buf).any(|i| matches!(&buf[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// Answers a refusal on the raw connection and closes it.
