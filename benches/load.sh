@@ -4,15 +4,16 @@
 #
 #   bash benches/load.sh                 # 10 s per row, 1 worker thread each
 #   bash benches/load.sh --duration 30 --threads 2
+#   bash benches/load.sh --instructions  # instructions per request under callgrind (benches/instructions.py)
 #
-# Installs wrk, haproxy, nginx, redis-server, h2load (nghttp2-client) and cmake when missing (as root,
+# Installs wrk, haproxy, nginx, redis-server, h2load (nghttp2-client), valgrind and cmake when missing (as root,
 # from Debian), builds release binaries, then runs benches/load.py (see its
 # --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in wrk haproxy nginx redis-server cmake curl h2load; do
+for tool in wrk haproxy nginx redis-server cmake curl h2load valgrind; do
   # h2load (the HTTP/2 rows) comes in Debian's nghttp2-client.
   command -v "$tool" >/dev/null || missing+=("$([ "$tool" = h2load ] && echo nghttp2-client || echo "$tool")")
 done
@@ -40,4 +41,8 @@ fi
 
 cargo build --release --workspace --bins --example bare_pingora --quiet
 cargo bench --no-run --quiet --bench seed_revocations
+if [ "${1:-}" = --instructions ]; then
+  shift
+  exec python3 benches/instructions.py "$@"
+fi
 exec python3 benches/load.py "$@"
