@@ -76,6 +76,80 @@ fn health_and_readiness_follow_the_upstream() {
     assert_eq!(admin_get(&gw, "/healthz").0, 200, "alive even without upstreams");
 }
 
+/// `/readyz` is 503, naming the listener, until the proxy listener accepts
+/// in this process: a `serve --upgrade` whose "old process" (this test)
+/// hands over only the admin socket, while the proxy port is held by a
+/// socket nobody accepts on. A TCP connect to it succeeds all along (the
+/// kernel queues it), so only the gateway's own accept counts.
+#[test]
+fn readiness_waits_until_every_listener_accepts() {
+    use std::os::fd::AsRawFd;
+
+    let upstream = Upstream::start();
+    let options = Options::default().config(|c| c.upstream.get_mut().health_check_interval = text("100ms"));
+    let gw = Gateway::prepare(&upstream, &options);
+    let admin = std::net::TcpListener::bind(gw.admin_addr).unwrap();
+    // As a gateway's own (tokio) listeners are: the flag is the socket's, not the fd's.
+    admin.set_nonblocking(true).unwrap();
+    let squatter = std::net::TcpListener::bind(gw.addr).unwrap();
+    let log = std::fs::File::create(gw.dir.path().join("gateway.log")).unwrap();
+    let child = gw
+        .command()
+        .args(["serve", "--upgrade"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _stop = KillOnDrop(child);
+    let mut fds = pingora::server::Fds::new();
+    fds.add(gw.admin_addr.to_string(), admin.as_raw_fd());
+    let socket = gw.dir.path().join("gatehouse-upgrade.sock");
+    fds.send_to_sock(socket.to_str().unwrap()).unwrap();
+    drop(admin);
+
+    let readyz = || -> (u16, Value) {
+        let (status, body) = admin_get(&gw, "/readyz");
+        (status, serde_json::from_str(&body).unwrap())
+    };
+    let (proxy, admin) = (gw.addr.to_string(), gw.admin_addr.to_string());
+    // Everything else ready: the store answers, the upstream is healthy and
+    // the admin listener accepts.
+    wait_for("the store, upstream and admin listener", || {
+        let (_, body) = readyz();
+        body["store"] == "ok"
+            && body["upstreams"][upstream.addr.to_string()] == "healthy"
+            && body["listeners"][&admin] == "accepting"
+    });
+    for _ in 0..10 {
+        let (status, body) = readyz();
+        assert_eq!(status, 503, "ready while the proxy listener is not accepting: {body}");
+        assert_eq!(body["status"], "not_ready");
+        assert_eq!(body["listeners"][&proxy], "not_accepting", "{body}");
+        assert_eq!(body["listeners"][&admin], "accepting", "{body}");
+        assert!(TcpStream::connect(gw.addr).is_ok(), "the squatter's socket takes connects");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The port is free: pingora binds it on its next try, and the gateway is ready.
+    drop(squatter);
+    wait_for("ready", || readyz().0 == 200);
+    let (_, body) = readyz();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["listeners"], json!({proxy: "accepting", admin: "accepting"}));
+    assert_eq!(gw.get("/items", None).0, 200);
+    assert!(gw.log().contains("every listener is accepting connections"), "{}", gw.log());
+}
+
+/// Kills a gateway process started outside [`Gateway`] when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn access_logs_are_json_lines_without_secrets() {
     let upstream = Upstream::start();
@@ -273,6 +347,12 @@ fn tls_listener_terminates_tls() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The TLS listener counts for readiness like the plain one (its probe
+    // is seen before any handshake).
+    wait_for("the TLS listener in /readyz", || {
+        let body: Value = serde_json::from_str(&admin_get(&gw, "/readyz").1).unwrap();
+        body["listeners"][format!("127.0.0.1:{tls_port}")] == "accepting"
+    });
     drop(gw);
 }
 
