@@ -125,7 +125,7 @@ pub fn run(
     server.add_service(background_service("reload on SIGHUP", reload));
     tracing::info!(
         listen = ?config.server.listen,
-        tls = ?config.server.tls.as_ref().map(|t| &t.listen),
+        tls = ?config.server.tls.as_ref().map_or(&[][..], |t| &t.listen[..]),
         admin = %config.admin.listen,
         upstreams = ?config.upstream.addresses,
         routes = config.routes.len(),

@@ -193,6 +193,82 @@ fn access_logs_are_json_lines_without_secrets() {
     }
 }
 
+/// The built-in endpoints' refusals carry their error code in the access
+/// log, as proxied refusals do.
+#[test]
+fn access_logs_name_the_error_of_built_in_refusals() {
+    let upstream = Upstream::start();
+    let gw =
+        Gateway::start(&upstream, Options::default().config(|c| c.log.format = Some(Word(LogFormat::Json))));
+    let login = |body: &str, id: &str| {
+        gw.http
+            .post(gw.url("/login"))
+            .header("x-request-id", id)
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+            .status()
+    };
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "wrong-password"}).to_string();
+    assert_eq!(login(&wrong, "wrong-password"), 401);
+    assert_eq!(login("{not json", "bad-json"), 400);
+    assert_eq!(login(&"x".repeat(4096), "too-large"), 413);
+    let taken =
+        json!({"email": crate::common::ADMIN_EMAIL, "username": "other", "password": "long-enough-1"});
+    let resp = gw.http.post(gw.url("/register")).header("x-request-id", "taken").json(&taken).send().unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(
+        login(
+            &json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD})
+                .to_string(),
+            "ok"
+        ),
+        200
+    );
+
+    let expected = [
+        ("wrong-password", 401, "invalid_credentials"),
+        ("bad-json", 400, "invalid_json"),
+        ("too-large", 413, "body_too_large"),
+        ("taken", 409, "email_taken"),
+        ("ok", 200, ""),
+    ];
+    wait_for("the access log lines", || gw.log().matches("gatehouse::access").count() >= expected.len());
+    let log = gw.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "gatehouse::access")
+        .collect();
+    for (id, status, error) in expected {
+        let line = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("no {id} in {log}"));
+        assert_eq!(
+            (line["status"].as_u64(), line["outcome"].as_str()),
+            (Some(status), Some("builtin")),
+            "{line}"
+        );
+        assert_eq!(line["error"], error, "{line}");
+    }
+}
+
+/// Client addresses are logged as addresses (`client=127.0.0.1`), not as
+/// Rust's `Some(127.0.0.1)`, in every line that names one.
+#[test]
+fn logs_name_clients_by_their_bare_address() {
+    let upstream = Upstream::start();
+    let gw =
+        Gateway::start(&upstream, Options::default().config(|c| c.log.format = Some(Word(LogFormat::Text))));
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "wrong-password"});
+    assert_eq!(gw.post("/login", None, wrong).0, 401);
+    wait_for("the access log line", || gw.log().contains("gatehouse::access"));
+    let log = gw.log();
+    let refused = log.lines().find(|l| l.contains("login refused")).unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains("client=127.0.0.1"), "{refused}");
+    let access = log.lines().find(|l| l.contains("gatehouse::access")).unwrap_or_else(|| panic!("{log}"));
+    assert!(access.contains("client=127.0.0.1"), "{access}");
+    assert!(!log.contains("Some("), "an Option's Debug form in the log:\n{log}");
+}
+
 #[test]
 fn request_ids_are_kept_or_created_and_passed_both_ways() {
     let upstream = Upstream::start();
