@@ -31,6 +31,26 @@ fn check_config_points_at_the_error() {
     assert!(stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())), "{stderr}");
 }
 
+/// `limits.failures_before_backoff = 0` is "off" (passes the check); a
+/// negative or non-number count is refused at its value.
+#[test]
+fn check_config_takes_0_as_no_backoff_and_refuses_other_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("limits.toml");
+    for (value, ok) in [("0", true), ("7", true), ("-1", false), ("\"off\"", false)] {
+        let text = format!(
+            "[upstream]\naddresses = [\"127.0.0.1:1\"]\n[limits]\nfailures_before_backoff = {value}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{value}: {stderr}");
+        if !ok {
+            assert!(stderr.contains(&format!("{}:4:27:", path.display())), "{value}: {stderr}");
+        }
+    }
+}
+
 /// Role demands a route can't have are refused at their line: a name
 /// outside the role alphabet, roles on a route that identifies nobody, a
 /// `roles_match` without roles or with an unknown word.
