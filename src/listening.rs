@@ -24,7 +24,16 @@
 //! per accepted connection.
 //!
 //! A wildcard listener (`0.0.0.0`, `[::]`) is probed on loopback; any other
-//! is probed from and to its own address, which is this host's.
+//! is probed from and to its own address, which is this host's. A listener
+//! on port 0 gets a port pingora does not report, so it can't be probed and
+//! never counts as accepting (a setting for tests, not for a gateway that is
+//! asked whether it is ready).
+//!
+//! While `serve --upgrade` runs beside the old process, a probe the old one
+//! accepts is an ordinary connection to it, closed without a request: on a
+//! TLS listener the old process logs a handshake error for it. That lasts
+//! until the old process is told to stop, and is the price of asking the
+//! only question that tells the two processes apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
