@@ -98,7 +98,11 @@ impl Accounts {
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.passwords.verify(password, stored_hash).await {
             limiter.record_failure(account, client).await.inspect_err(LimitError::log)?;
-            tracing::info!(outcome = "invalid_credentials", client = ?client, "login refused");
+            tracing::info!(
+                outcome = "invalid_credentials",
+                client = client.map(tracing::field::display),
+                "login refused"
+            );
             return Err(ApiError::InvalidCredentials);
         }
         limiter.record_success(account, client).await.inspect_err(LimitError::log)?;

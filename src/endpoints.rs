@@ -219,7 +219,11 @@ impl BuiltIns {
             if let Err(e) = self.limiter.check_ip(client).await {
                 e.log();
                 let e = ApiError::from(e);
-                tracing::warn!(client = ?client, endpoint = endpoint.label(), "rate limited");
+                tracing::warn!(
+                    client = client.map(tracing::field::display),
+                    endpoint = endpoint.label(),
+                    "rate limited"
+                );
                 if endpoint != Endpoint::Register {
                     self.metrics.logins.with_label_values(&[e.code()]).inc();
                 }

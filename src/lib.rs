@@ -28,7 +28,8 @@
 //! - [`http_io`]: bodies in, JSON answers out, for the gateway's own endpoints.
 //! - [`proxy`]: the pingora phases; [`upstreams`]: balancing and health.
 //! - [`error`]: every refusal and its one HTTP mapping; [`metrics`].
-//! - [`server`]: assembles the pingora server; [`cli`]: the command line.
+//! - [`server`]: assembles the pingora server; [`listening`]: whether its
+//!   listeners accept yet (for `/readyz`); [`cli`]: the command line.
 
 pub mod accounts;
 #[cfg(feature = "server")]
@@ -47,6 +48,8 @@ pub mod header_deadline;
 pub mod http_io;
 pub mod identity_text;
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod listening;
 pub mod metrics;
 pub mod passwords;
 pub mod path;

@@ -29,6 +29,7 @@ use crate::endpoints::BuiltIns;
 use crate::header_deadline::HeaderDeadline;
 use crate::limits::routes::SharedBudgets;
 use crate::limits::{LoginLimiter, RouteLimiter, SharedLimits};
+use crate::listening::{ListenerReadiness, Prober};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::signin::SigninPage;
@@ -90,13 +91,20 @@ pub fn run(
         Arc::clone(&metrics),
         Arc::clone(&budgets),
     );
-    server.add_service(proxy_service(gateway, &server, &config, tls, &metrics));
+    // Which listeners accept connections in this process yet, for /readyz.
+    let listening = ListenerReadiness::new(crate::startup::listen_addresses(&config));
+    let mut proxy = proxy_service(gateway, &server, &config, tls, &metrics);
+    proxy.set_connection_filter(listening.filter());
+    server.add_service(proxy);
 
     let admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
-        .with_operations(Arc::clone(&metrics), Arc::clone(&live));
+        .with_operations(Arc::clone(&metrics), Arc::clone(&live))
+        .with_listeners(Arc::clone(&listening));
     let mut admin = Service::new("gatehouse admin".to_owned(), admin_api);
     admin.add_tcp(&config.admin.listen.to_string());
+    admin.set_connection_filter(listening.filter());
     server.add_service(admin);
+    server.add_service(background_service("listener probe", Prober(listening)));
 
     let housekeeping = Housekeeping {
         store,
@@ -117,7 +125,7 @@ pub fn run(
     server.add_service(background_service("reload on SIGHUP", reload));
     tracing::info!(
         listen = ?config.server.listen,
-        tls = ?config.server.tls.as_ref().map(|t| &t.listen),
+        tls = ?config.server.tls.as_ref().map_or(&[][..], |t| &t.listen[..]),
         admin = %config.admin.listen,
         upstreams = ?config.upstream.addresses,
         routes = config.routes.len(),

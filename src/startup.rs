@@ -48,11 +48,17 @@ pub enum StartupError {
 /// port left in TIME_WAIT by a previous run is not mistaken for a taken one.)
 /// Not during `--upgrade`, whose listeners come from the running gateway.
 pub fn check_listen_addresses(config: &Config) -> Result<(), StartupError> {
-    let tls = config.server.tls.iter().flat_map(|tls| tls.listen.iter());
-    for &addr in config.server.listen.iter().chain(tls).chain(std::iter::once(&config.admin.listen)) {
+    for addr in listen_addresses(config) {
         std::net::TcpListener::bind(addr).map_err(|source| StartupError::Listen { addr, source })?;
     }
     Ok(())
+}
+
+/// Every address the gateway listens on: the plain and TLS proxy listeners,
+/// then the admin listener.
+pub fn listen_addresses(config: &Config) -> Vec<SocketAddr> {
+    let tls = config.server.tls.iter().flat_map(|tls| tls.listen.iter());
+    config.server.listen.iter().chain(tls).chain(std::iter::once(&config.admin.listen)).copied().collect()
 }
 
 /// The secrets the config names, loaded.

@@ -19,6 +19,7 @@ use crate::auth::bearer_token;
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::http_io::{read_body, Reply};
+use crate::listening::ListenerReadiness;
 use crate::metrics::Metrics;
 use crate::proxy::Live;
 use crate::tokens::TokenService;
@@ -34,11 +35,13 @@ pub struct AdminApi {
     admin_token: Option<Secret>,
     /// The running gateway's metrics and live config, for `/metrics` and `/readyz`.
     operations: Option<(Arc<Metrics>, Arc<ArcSwap<Live>>)>,
+    /// Whether the gateway's listeners accept connections yet, for `/readyz`.
+    listeners: Option<Arc<ListenerReadiness>>,
 }
 
 impl AdminApi {
     pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
-        AdminApi { operator: Operator::new(accounts, tokens), admin_token, operations: None }
+        AdminApi { operator: Operator::new(accounts, tokens), admin_token, operations: None, listeners: None }
     }
 
     /// Adds `/metrics` and upstream readiness (the running gateway's admin listener).
@@ -47,7 +50,14 @@ impl AdminApi {
         self
     }
 
-    /// Ready: the store answers and at least one upstream passes its health check.
+    /// Adds the listeners to readiness (the running gateway's admin listener).
+    pub fn with_listeners(mut self, listeners: Arc<ListenerReadiness>) -> Self {
+        self.listeners = Some(listeners);
+        self
+    }
+
+    /// Ready: every listener accepts connections in this process, the store
+    /// answers and at least one upstream passes its health check.
     async fn readiness(&self) -> Reply {
         let store_ok = match self.operator.store().health().await {
             Ok(_) => true,
@@ -62,7 +72,16 @@ impl AdminApi {
             }
             None => Vec::new(),
         };
-        let ready = store_ok && upstreams.iter().any(|(_, ok)| *ok);
+        let listeners: BTreeMap<String, String> = self.listeners.as_ref().map_or_else(BTreeMap::new, |l| {
+            l.states()
+                .into_iter()
+                .map(|(addr, ok)| {
+                    (addr.to_string(), if ok { "accepting" } else { "not_accepting" }.to_owned())
+                })
+                .collect()
+        });
+        let listening = self.listeners.as_ref().is_none_or(|l| l.all_accepting());
+        let ready = listening && store_ok && upstreams.iter().any(|(_, ok)| *ok);
         let upstreams: BTreeMap<String, String> = upstreams
             .into_iter()
             .map(|(addr, ok)| (addr, if ok { "healthy" } else { "unhealthy" }.to_owned()))
@@ -71,6 +90,7 @@ impl AdminApi {
             status: if ready { "ready" } else { "not_ready" }.to_owned(),
             store: if store_ok { "ok" } else { "failing" }.to_owned(),
             upstreams,
+            listeners,
         };
         let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         Reply::json(status, &body)
@@ -191,4 +211,7 @@ pub struct Readiness {
     pub store: String,
     /// Each upstream address: `healthy` or `unhealthy`.
     pub upstreams: BTreeMap<String, String>,
+    /// Each listen address (proxy, TLS, admin): `accepting` once this
+    /// process has accepted a connection on it, else `not_accepting`.
+    pub listeners: BTreeMap<String, String>,
 }

@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use super::file;
-use super::values::{at_least_one, bounded, duration_or, Invalid};
+use super::values::{bounded, duration_or, Invalid};
 
 /// Abuse and resource limits; see [`crate::limits`] for the login limits.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
     /// `/login` and `/register` attempts per client IP per minute; 0 = off.
     pub login_per_ip_per_minute: u32,
-    /// Wrong passwords in a row (per account and IP) before backoff starts.
+    /// Wrong passwords in a row (per account and IP) before backoff starts;
+    /// 0 = off (no backoff; the per-IP and per-account limits still apply).
     pub failures_before_backoff: u32,
     /// The longest backoff for one account and IP.
     pub max_backoff: Duration,
@@ -46,11 +47,9 @@ impl LimitsConfig {
             login_per_ip_per_minute: section
                 .login_per_ip_per_minute
                 .unwrap_or(defaults.login_per_ip_per_minute),
-            failures_before_backoff: at_least_one(
-                section.failures_before_backoff,
-                defaults.failures_before_backoff,
-                "limits.failures_before_backoff",
-            )?,
+            failures_before_backoff: section
+                .failures_before_backoff
+                .map_or(defaults.failures_before_backoff, |v| v.into_inner()),
             max_backoff: duration_or(section.max_backoff, defaults.max_backoff)?,
             account_failures_per_minute: section
                 .account_failures_per_minute

@@ -489,6 +489,19 @@ access_ttl = "15m"
     }
 
     #[test]
+    fn failures_before_backoff_is_a_count_and_0_turns_backoff_off() {
+        let limits =
+            |value: &str| parse(&format!("{MINIMAL}\n[limits]\nfailures_before_backoff = {value}\n"));
+        assert_eq!(parse(MINIMAL).unwrap().limits.failures_before_backoff, 5);
+        assert_eq!(limits("0").unwrap().limits.failures_before_backoff, 0);
+        assert_eq!(limits("3").unwrap().limits.failures_before_backoff, 3);
+        for refused in ["-1", "\"off\"", "1.5"] {
+            let err = limits(refused).unwrap_err();
+            assert_eq!((err.line, err.column), (9, 27), "{refused}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_signin_settings_are_refused_at_their_value() {
         for (extra, column, complaint) in [
             ("path = \"signin\"", 8, "is a plain path"),

@@ -89,7 +89,9 @@ impl LocalLimits {
                 state.window_failures = 1;
             }
         }
-        if let Some(ip) = ip {
+        let free = self.settings.failures_before_backoff;
+        // 0: no backoff, so nothing to count per IP either.
+        if let (Some(ip), true) = (ip, free > 0) {
             let backoff = state.by_ip.entry(ip).or_insert(Backoff {
                 consecutive: 0,
                 locked_until: None,
@@ -97,7 +99,6 @@ impl LocalLimits {
             });
             backoff.consecutive += 1;
             backoff.last_failure = now;
-            let free = self.settings.failures_before_backoff;
             if backoff.consecutive >= free {
                 let doublings = (backoff.consecutive - free).min(30);
                 let wait = Duration::from_secs(1u64 << doublings).min(self.settings.max_backoff);
@@ -184,6 +185,20 @@ mod tests {
         );
         l.record_success("u", A);
         l.check_account("u", A).unwrap();
+    }
+
+    #[test]
+    fn failures_before_backoff_0_means_no_backoff_while_the_account_limit_still_counts() {
+        let l = limiter(0, 0, 50);
+        for _ in 0..40 {
+            l.record_failure("u", A);
+            l.check_account("u", A).unwrap();
+        }
+        assert!(l.accounts.lock().unwrap()["u"].by_ip.is_empty(), "no per-IP records kept");
+        for _ in 0..10 {
+            l.record_failure("u", A);
+        }
+        assert!(l.check_account("u", A).is_err(), "account_failures_per_minute still applies");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! 2. **Per account and client IP**: after `limits.failures_before_backoff`
 //!    wrong passwords in a row from one IP, that IP waits 1 s, then 2 s, 4 s...
 //!    up to `limits.max_backoff`. Other IPs are not affected, so an attacker
-//!    only locks themselves out; a correct password resets the count.
+//!    only locks themselves out; a correct password resets the count. 0 turns
+//!    this layer off (nothing is counted per IP); the other two still apply.
 //! 3. **Per account, all IPs** (`limits.account_failures_per_minute`): a
 //!    distributed guessing run pauses that account's logins until the current
 //!    one-minute window ends: at most 60 seconds of lockout, ever.

@@ -48,14 +48,16 @@ if until_ms > now then return until_ms - now end
 return 0
 ";
 
-/// Counts a wrong password. ARGV: failures before backoff, longest backoff
-/// (ms), how long the IP's record is kept (ms), window length (ms).
+/// Counts a wrong password. ARGV: failures before backoff (0 = no backoff:
+/// the IP's record is not kept), longest backoff (ms), how long the IP's
+/// record is kept (ms), window length (ms).
 const RECORD_FAILURE: &str = r"
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+local free = tonumber(ARGV[1])
+if free == 0 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local failures = redis.call('HINCRBY', KEYS[2], 'failures', 1)
-local free = tonumber(ARGV[1])
 if failures >= free then
   local doublings = math.min(failures - free, 30)
   local wait = math.min(1000 * (2 ^ doublings), tonumber(ARGV[2]))

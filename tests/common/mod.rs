@@ -201,7 +201,7 @@ impl Gateway {
 
     /// A gateway not yet running: its directory, secrets and config file,
     /// and (unless `seed_admin` is off) the admin account in its store.
-    fn prepare(upstream: &Upstream, options: &Options) -> Gateway {
+    pub fn prepare(upstream: &Upstream, options: &Options) -> Gateway {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut gateway = Gateway {
             child: None,

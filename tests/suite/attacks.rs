@@ -414,6 +414,22 @@ fn password_guessing_backs_off_per_ip_but_cannot_lock_the_owner_out() {
     assert_eq!(gw.post("/login", None, right).0, 200);
 }
 
+#[test]
+fn failures_before_backoff_0_turns_the_backoff_off() {
+    let (_upstream, gw) = limited_gateway(LimitsSection {
+        failures_before_backoff: Some(spanned(0)),
+        ..LimitsSection::default()
+    });
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "guess-guess"});
+    // Past the default of 5, where this IP would wait: every guess is judged.
+    for _ in 0..8 {
+        let (status, body) = gw.post("/login", None, wrong.clone());
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_credentials")));
+    }
+    let right = json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD});
+    assert_eq!(gw.post("/login", None, right).0, 200);
+}
+
 // ---- Limits and slow clients ----
 
 #[test]

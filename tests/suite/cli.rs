@@ -31,6 +31,26 @@ fn check_config_points_at_the_error() {
     assert!(stderr.contains(&format!("{}:6:10: unknown policy `everyone`", path.display())), "{stderr}");
 }
 
+/// `limits.failures_before_backoff = 0` is "off" (passes the check); a
+/// negative or non-number count is refused at its value.
+#[test]
+fn check_config_takes_0_as_no_backoff_and_refuses_other_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("limits.toml");
+    for (value, ok) in [("0", true), ("7", true), ("-1", false), ("\"off\"", false)] {
+        let text = format!(
+            "[upstream]\naddresses = [\"127.0.0.1:1\"]\n[limits]\nfailures_before_backoff = {value}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{value}: {stderr}");
+        if !ok {
+            assert!(stderr.contains(&format!("{}:4:27:", path.display())), "{value}: {stderr}");
+        }
+    }
+}
+
 /// Role demands a route can't have are refused at their line: a name
 /// outside the role alphabet, roles on a route that identifies nobody, a
 /// `roles_match` without roles or with an unknown word.
@@ -156,4 +176,56 @@ fn users_are_managed_offline_and_through_a_running_gateway() {
     let out =
         gw.cli(&["user", "add", "--email", "admin@example.com", "--username", "again"], "long-password");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+/// What the README says the user commands print, and that a change made
+/// through a running gateway's admin API is in force when the command
+/// returns: the very next request is judged with it.
+#[test]
+fn user_commands_print_json_on_stdout_and_are_in_force_when_they_return() {
+    let upstream = Upstream::start();
+    let gw = Gateway::start(&upstream, Options::default());
+    let out = gw.cli(&["user", "add", "--email", "kim@example.com", "--username", "kim"], "kim-password-1\n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let user: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = user.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["blocked", "created_at", "email", "id", "is_admin", "roles", "username"]);
+    let positions: Vec<usize> = keys.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
+    assert!(positions.is_sorted(), "keys printed in order: {text}");
+    assert!(user["id"].is_u64() && user["created_at"].is_u64(), "{text}");
+    assert_eq!((user["is_admin"].as_bool(), user["roles"].as_array().map(Vec::len)), (Some(false), Some(0)));
+    let id = user["id"].to_string();
+
+    // A refusal: nothing on stdout, one line on stderr, exit 1.
+    let out =
+        gw.cli(&["user", "add", "--email", "kim@example.com", "--username", "kim2"], "kim-password-1\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "gatehouse: An account with this email already exists.\n"
+    );
+    // A usage error: exit 2.
+    assert_eq!(gw.cli(&["user", "frobnicate"], "").status.code(), Some(2));
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = gw.cli(args, "");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let roles = json(&["user", "roles", "add", &id, "editor"]);
+    assert_eq!(roles, serde_json::json!({"roles": ["editor"], "user_id": user["id"]}));
+
+    // In force on return: no waiting between the command and the request.
+    let (access, _) = gw.login("kim@example.com", "kim-password-1");
+    assert_eq!(gw.get("/item/chair", Some(&access)).0, 200);
+    assert_eq!(json(&["user", "block", "kim@example.com"])["blocked"], true);
+    assert_eq!(gw.get("/item/chair", Some(&access)).1["error"], "account_blocked");
+    json(&["user", "unblock", &id]);
+    let (access, _) = gw.login("kim@example.com", "kim-password-1");
+    assert_eq!(json(&["revoke", "user", &id])["id"], user["id"]);
+    assert_eq!(gw.get("/item/chair", Some(&access)).1["error"], "token_revoked");
+    assert_eq!(json(&["user", "delete", &id]), serde_json::json!({"message": "User deleted."}));
 }

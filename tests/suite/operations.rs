@@ -76,6 +76,80 @@ fn health_and_readiness_follow_the_upstream() {
     assert_eq!(admin_get(&gw, "/healthz").0, 200, "alive even without upstreams");
 }
 
+/// `/readyz` is 503, naming the listener, until the proxy listener accepts
+/// in this process: a `serve --upgrade` whose "old process" (this test)
+/// hands over only the admin socket, while the proxy port is held by a
+/// socket nobody accepts on. A TCP connect to it succeeds all along (the
+/// kernel queues it), so only the gateway's own accept counts.
+#[test]
+fn readiness_waits_until_every_listener_accepts() {
+    use std::os::fd::AsRawFd;
+
+    let upstream = Upstream::start();
+    let options = Options::default().config(|c| c.upstream.get_mut().health_check_interval = text("100ms"));
+    let gw = Gateway::prepare(&upstream, &options);
+    let admin = std::net::TcpListener::bind(gw.admin_addr).unwrap();
+    // As a gateway's own (tokio) listeners are: the flag is the socket's, not the fd's.
+    admin.set_nonblocking(true).unwrap();
+    let squatter = std::net::TcpListener::bind(gw.addr).unwrap();
+    let log = std::fs::File::create(gw.dir.path().join("gateway.log")).unwrap();
+    let child = gw
+        .command()
+        .args(["serve", "--upgrade"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _stop = KillOnDrop(child);
+    let mut fds = pingora::server::Fds::new();
+    fds.add(gw.admin_addr.to_string(), admin.as_raw_fd());
+    let socket = gw.dir.path().join("gatehouse-upgrade.sock");
+    fds.send_to_sock(socket.to_str().unwrap()).unwrap();
+    drop(admin);
+
+    let readyz = || -> (u16, Value) {
+        let (status, body) = admin_get(&gw, "/readyz");
+        (status, serde_json::from_str(&body).unwrap())
+    };
+    let (proxy, admin) = (gw.addr.to_string(), gw.admin_addr.to_string());
+    // Everything else ready: the store answers, the upstream is healthy and
+    // the admin listener accepts.
+    wait_for("the store, upstream and admin listener", || {
+        let (_, body) = readyz();
+        body["store"] == "ok"
+            && body["upstreams"][upstream.addr.to_string()] == "healthy"
+            && body["listeners"][&admin] == "accepting"
+    });
+    for _ in 0..10 {
+        let (status, body) = readyz();
+        assert_eq!(status, 503, "ready while the proxy listener is not accepting: {body}");
+        assert_eq!(body["status"], "not_ready");
+        assert_eq!(body["listeners"][&proxy], "not_accepting", "{body}");
+        assert_eq!(body["listeners"][&admin], "accepting", "{body}");
+        assert!(TcpStream::connect(gw.addr).is_ok(), "the squatter's socket takes connects");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The port is free: pingora binds it on its next try, and the gateway is ready.
+    drop(squatter);
+    wait_for("ready", || readyz().0 == 200);
+    let (_, body) = readyz();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["listeners"], json!({proxy: "accepting", admin: "accepting"}));
+    assert_eq!(gw.get("/items", None).0, 200);
+    assert!(gw.log().contains("every listener is accepting connections"), "{}", gw.log());
+}
+
+/// Kills a gateway process started outside [`Gateway`] when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn access_logs_are_json_lines_without_secrets() {
     let upstream = Upstream::start();
@@ -117,6 +191,82 @@ fn access_logs_are_json_lines_without_secrets() {
     {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
     }
+}
+
+/// The built-in endpoints' refusals carry their error code in the access
+/// log, as proxied refusals do.
+#[test]
+fn access_logs_name_the_error_of_built_in_refusals() {
+    let upstream = Upstream::start();
+    let gw =
+        Gateway::start(&upstream, Options::default().config(|c| c.log.format = Some(Word(LogFormat::Json))));
+    let login = |body: &str, id: &str| {
+        gw.http
+            .post(gw.url("/login"))
+            .header("x-request-id", id)
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+            .status()
+    };
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "wrong-password"}).to_string();
+    assert_eq!(login(&wrong, "wrong-password"), 401);
+    assert_eq!(login("{not json", "bad-json"), 400);
+    assert_eq!(login(&"x".repeat(4096), "too-large"), 413);
+    let taken =
+        json!({"email": crate::common::ADMIN_EMAIL, "username": "other", "password": "long-enough-1"});
+    let resp = gw.http.post(gw.url("/register")).header("x-request-id", "taken").json(&taken).send().unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(
+        login(
+            &json!({"email": crate::common::ADMIN_EMAIL, "password": crate::common::ADMIN_PASSWORD})
+                .to_string(),
+            "ok"
+        ),
+        200
+    );
+
+    let expected = [
+        ("wrong-password", 401, "invalid_credentials"),
+        ("bad-json", 400, "invalid_json"),
+        ("too-large", 413, "body_too_large"),
+        ("taken", 409, "email_taken"),
+        ("ok", 200, ""),
+    ];
+    wait_for("the access log lines", || gw.log().matches("gatehouse::access").count() >= expected.len());
+    let log = gw.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "gatehouse::access")
+        .collect();
+    for (id, status, error) in expected {
+        let line = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("no {id} in {log}"));
+        assert_eq!(
+            (line["status"].as_u64(), line["outcome"].as_str()),
+            (Some(status), Some("builtin")),
+            "{line}"
+        );
+        assert_eq!(line["error"], error, "{line}");
+    }
+}
+
+/// Client addresses are logged as addresses (`client=127.0.0.1`), not as
+/// Rust's `Some(127.0.0.1)`, in every line that names one.
+#[test]
+fn logs_name_clients_by_their_bare_address() {
+    let upstream = Upstream::start();
+    let gw =
+        Gateway::start(&upstream, Options::default().config(|c| c.log.format = Some(Word(LogFormat::Text))));
+    let wrong = json!({"email": crate::common::ADMIN_EMAIL, "password": "wrong-password"});
+    assert_eq!(gw.post("/login", None, wrong).0, 401);
+    wait_for("the access log line", || gw.log().contains("gatehouse::access"));
+    let log = gw.log();
+    let refused = log.lines().find(|l| l.contains("login refused")).unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains("client=127.0.0.1"), "{refused}");
+    let access = log.lines().find(|l| l.contains("gatehouse::access")).unwrap_or_else(|| panic!("{log}"));
+    assert!(access.contains("client=127.0.0.1"), "{access}");
+    assert!(!log.contains("Some("), "an Option's Debug form in the log:\n{log}");
 }
 
 #[test]
@@ -273,6 +423,12 @@ fn tls_listener_terminates_tls() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The TLS listener counts for readiness like the plain one (its probe
+    // is seen before any handshake).
+    wait_for("the TLS listener in /readyz", || {
+        let body: Value = serde_json::from_str(&admin_get(&gw, "/readyz").1).unwrap();
+        body["listeners"][format!("127.0.0.1:{tls_port}")] == "accepting"
+    });
     drop(gw);
 }
 

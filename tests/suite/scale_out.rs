@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::common::config::{spanned, text};
 use crate::common::redis::{on_redis, RedisServer, Sentinel};
-use crate::common::{Gateway, Options, Upstream, ADMIN_EMAIL};
+use crate::common::{Gateway, Options, Upstream, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 /// Two gateways on the Redis `store` describes, sharing one signing secret,
 /// with `change` made to both configs. A seeds the admin.
@@ -195,6 +195,27 @@ fn login_limits_count_across_gateways() {
         let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
         assert!(ttl > 0, "{key} has no expiry ({ttl})");
     }
+}
+
+#[test]
+fn failures_before_backoff_0_turns_the_shared_backoff_off() {
+    let upstream = Upstream::start();
+    let redis = RedisServer::start();
+    let (a, b) = pair(&upstream, redis.section(), |c| {
+        c.limits = LimitsSection { failures_before_backoff: Some(spanned(0)), ..LimitsSection::default() }
+    });
+    let wrong = json!({"email": ADMIN_EMAIL, "password": "wrong-password"});
+    for gateway in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        assert_eq!(
+            error_of(&gateway.post("/login", None, wrong.clone())),
+            (401, Some("invalid_credentials"))
+        );
+    }
+    assert_eq!(b.post("/login", None, json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})).0, 200);
+    // Only the per-account count is kept, no per-IP backoff record.
+    let keys = redis.cli(&["--scan", "--pattern", "gatehouse:limit:account:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(!keys.contains(":ip:"), "{keys}");
 }
 
 #[test]
