@@ -22,6 +22,7 @@ mod budgets;
 mod cli;
 mod cookies;
 mod cors;
+mod dashboard;
 mod differential;
 mod gateway;
 mod grpc;
