@@ -168,11 +168,7 @@ fn access_logs_are_json_lines_without_secrets() {
     // The access line is written after the response is sent.
     wait_for("the access log lines", || gw.log().contains("access_denied") && gw.log().contains("trace-42"));
     let log = gw.log();
-    let lines: Vec<Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "gatehouse::access")
-        .collect();
+    let lines = access_lines(&log);
     let forwarded = lines.iter().find(|l| l["request_id"] == "trace-42").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(forwarded["method"], "GET");
     assert_eq!(forwarded["path"], "/item/chair");
@@ -191,6 +187,14 @@ fn access_logs_are_json_lines_without_secrets() {
     {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
     }
+}
+
+/// The JSON access log's lines in a gateway's log.
+fn access_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "gatehouse::access")
+        .collect()
 }
 
 /// The built-in endpoints' refusals carry their error code in the access
@@ -235,11 +239,7 @@ fn access_logs_name_the_error_of_built_in_refusals() {
     ];
     wait_for("the access log lines", || gw.log().matches("gatehouse::access").count() >= expected.len());
     let log = gw.log();
-    let lines: Vec<Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "gatehouse::access")
-        .collect();
+    let lines = access_lines(&log);
     for (id, status, error) in expected {
         let line = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("no {id} in {log}"));
         assert_eq!(
