@@ -56,8 +56,10 @@ pub struct Live {
     pub upstreams: UpstreamPool,
     /// `[upstream]`: identity headers, timeouts, the assertion, WebSockets.
     pub upstream_settings: UpstreamConfig,
-    /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], built once.
-    identity_headers: [http::HeaderName; 7],
+    /// `{prefix}{field}` for each of [`IDENTITY_FIELDS`], checked once and
+    /// kept as the bytes pingora's `insert_header` takes as they are (from an
+    /// `http::HeaderName` it would copy the name into new bytes on every call).
+    identity_headers: [Bytes; 7],
     /// `{prefix}assertion`.
     assertion_header: http::HeaderName,
 }
@@ -67,7 +69,8 @@ impl Live {
         let upstreams = UpstreamPool::new(&upstream)?;
         let header = |field: &str| http::HeaderName::try_from(format!("{}{field}", upstream.identity_prefix));
         let [user_id, username, email, admin, fresh, token_id, roles] = IDENTITY_FIELDS.map(header);
-        let identity_headers = [user_id?, username?, email?, admin?, fresh?, token_id?, roles?];
+        let identity_headers = [user_id?, username?, email?, admin?, fresh?, token_id?, roles?]
+            .map(|name| Bytes::copy_from_slice(name.as_str().as_bytes()));
         let assertion_header = header("assertion")?;
         Ok(Live { routes, upstreams, upstream_settings: upstream, identity_headers, assertion_header })
     }
