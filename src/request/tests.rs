@@ -204,6 +204,29 @@ fn the_client_address_comes_from_trusted_proxies_only() {
     assert_eq!(chain.client, ip("127.0.0.1"));
     assert!(trusted.contains(ip("::ffff:10.2.3.4")));
 }
+
+#[test]
+fn forwarded_for_writes_addresses_as_display_does() {
+    let trusted = TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
+    for (peer, hops) in [
+        ("0.0.0.0", ""),
+        ("255.255.255.255", "10.0.0.1"),
+        ("2001:db8::1", "192.0.2.10, 2001:db8::2"),
+        ("9.87.65.4", "1.10.100.200"),
+    ] {
+        let ips: Vec<IpAddr> = hops
+            .split(", ")
+            .filter(|h| !h.is_empty())
+            .map(|h| h.parse().unwrap())
+            .chain([peer.parse().unwrap()])
+            .collect();
+        let expected = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        // With every hop trusted, the chain's client is the leftmost entry.
+        let chain = trusted.client(peer.parse().unwrap(), [hops].into_iter().filter(|h| !h.is_empty()));
+        assert_eq!(chain.forwarded_for(), expected);
+    }
+}
+
 #[test]
 fn method_fields_in_form_bodies_are_found_across_chunks() {
     let found = |content_type: &str, chunks: &[&str]| {
