@@ -51,6 +51,7 @@ pub mod limits;
 #[cfg(feature = "server")]
 pub mod listening;
 pub mod metrics;
+pub mod openapi;
 pub mod passwords;
 pub mod path;
 pub mod policy;

@@ -97,9 +97,12 @@ pub fn run(
     proxy.set_connection_filter(listening.filter());
     server.add_service(proxy);
 
-    let admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
+    let mut admin_api = AdminApi::new(accounts, Some(tokens), Some(admin_token))
         .with_operations(Arc::clone(&metrics), Arc::clone(&live))
         .with_listeners(Arc::clone(&listening));
+    if let Some(path) = &config.admin.openapi {
+        admin_api = admin_api.with_openapi(path.clone(), crate::openapi::document(&config));
+    }
     let mut admin = Service::new("gatehouse admin".to_owned(), admin_api);
     admin.add_tcp(&config.admin.listen.to_string());
     admin.set_connection_filter(listening.filter());

@@ -395,12 +395,16 @@ mod tests {
         (method, target, op.body().unwrap())
     }
 
+    /// An operation parsed back from its HTTP form, once its method and path
+    /// are found in the OpenAPI document (`src/openapi.json`): an operation
+    /// the router takes but the document doesn't describe fails here.
     fn parsed(op: &impl Operation) -> (Method, String, Vec<u8>) {
         let (method, target, body) = wire(op);
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (target.as_str(), None),
         };
+        assert_documented(&method, path);
         match Request::parse(&method, path, query, &body).unwrap() {
             Request::ListUsers(op) => wire(&op),
             Request::FindUser(op) => wire(&op),
@@ -414,6 +418,31 @@ mod tests {
             Request::ListRoles(op) => wire(&op),
             Request::ChangeRole(op) => wire(&op),
         }
+    }
+
+    fn assert_documented(method: &Method, path: &str) {
+        let document: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+        let mut after_roles = false;
+        let template: Vec<String> = path
+            .split('/')
+            .map(|segment| {
+                let templated = if after_roles {
+                    "{role}".to_owned()
+                } else if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+                    "{id}".to_owned()
+                } else {
+                    segment.to_owned()
+                };
+                after_roles = segment == "roles";
+                templated
+            })
+            .collect();
+        let template = template.join("/");
+        let method = method.as_str().to_ascii_lowercase();
+        assert!(
+            document["paths"][&template][&method].is_object(),
+            "{method} {template} is not in src/openapi.json"
+        );
     }
 
     #[test]

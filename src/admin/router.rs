@@ -37,16 +37,31 @@ pub struct AdminApi {
     operations: Option<(Arc<Metrics>, Arc<ArcSwap<Live>>)>,
     /// Whether the gateway's listeners accept connections yet, for `/readyz`.
     listeners: Option<Arc<ListenerReadiness>>,
+    /// `admin.openapi` and the document served there ([`crate::openapi`]).
+    openapi: Option<(String, Vec<u8>)>,
 }
 
 impl AdminApi {
     pub fn new(accounts: Accounts, tokens: Option<Arc<TokenService>>, admin_token: Option<Secret>) -> Self {
-        AdminApi { operator: Operator::new(accounts, tokens), admin_token, operations: None, listeners: None }
+        AdminApi {
+            operator: Operator::new(accounts, tokens),
+            admin_token,
+            operations: None,
+            listeners: None,
+            openapi: None,
+        }
     }
 
     /// Adds `/metrics` and upstream readiness (the running gateway's admin listener).
     pub fn with_operations(mut self, metrics: Arc<Metrics>, live: Arc<ArcSwap<Live>>) -> Self {
         self.operations = Some((metrics, live));
+        self
+    }
+
+    /// Serves the OpenAPI document at `path` (without credentials: it says
+    /// what the API is, nothing about who uses it).
+    pub fn with_openapi(mut self, path: String, document: Vec<u8>) -> Self {
+        self.openapi = Some((path, document));
         self
     }
 
@@ -133,6 +148,16 @@ impl AdminApi {
                 return Reply::json(StatusCode::OK, &Health { status: "ok".into() });
             }
             (&Method::GET, "/readyz") => return self.readiness().await,
+            (&Method::GET, path) if self.openapi.as_ref().is_some_and(|(at, _)| at == path) => {
+                if let Some((_, document)) = &self.openapi {
+                    return Reply {
+                        status: StatusCode::OK,
+                        body: document.clone(),
+                        headers: vec![(http::header::CONTENT_TYPE, "application/json".to_owned())],
+                        error_code: None,
+                    };
+                }
+            }
             (&Method::GET, "/metrics") => {
                 if let Some((metrics, _)) = &self.operations {
                     return self.metrics(metrics).await;

@@ -107,6 +107,8 @@ pub struct AdminSection {
     pub token_env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openapi: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

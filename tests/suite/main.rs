@@ -32,6 +32,7 @@ mod identities;
 mod in_process;
 mod keys;
 mod lenient;
+mod openapi;
 mod operations;
 mod roles;
 mod scale_out;
