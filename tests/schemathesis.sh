@@ -88,7 +88,7 @@ checks=not_a_server_error,status_code_conformance,content_type_conformance,respo
 run() {
   local url=$1 token=$2; shift 2
   schemathesis run "http://127.0.0.1:$admin/openapi.json" --url "$url" --checks "$checks" \
-    --max-examples "$max_examples" --generation-deterministic --generation-database none --request-timeout 10 \
+    --max-examples "$max_examples" --generation-deterministic --request-timeout 10 \
     --header "Authorization: Bearer $token" --suppress-health-check all "$@"
 }
 # The admin listener's operations (tagged admin), with the admin token; then
